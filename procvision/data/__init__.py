@@ -1,0 +1,1 @@
+"""Procedural image sources, compositions, augmentation and real datasets."""
