@@ -1,0 +1,57 @@
+"""The visual memory: k-NN over real-image embeddings, votes, persistence, unlearning, privacy.
+
+Knows embeddings, labels, ids and metadata; knows no backbone and no images (only the backbone's
+fingerprint string). See `store.VisualMemory` for the database, `vote` for aggregation and the k
+sweep, `persist` for the on-disk format, `unlearn` for forgetting, `privacy` for exact audits.
+"""
+
+from procvision.memory.errors import CorruptMemory, FingerprintMismatch, VisualMemoryError
+from procvision.memory.persist import load_memory, read_audit, read_manifest, save_memory
+from procvision.memory.privacy import (
+    LOOFlips,
+    brute_force_loo,
+    exact_loo_flips,
+    group_removal_effect,
+    paper_variant,
+    privacy_audit,
+)
+from procvision.memory.store import VisualMemory
+from procvision.memory.unlearn import forget, ids_matching, verify_unlearned
+from procvision.memory.vote import (
+    METHODS,
+    PAPER_KS,
+    knn_sweep,
+    map_labels,
+    neighbour_weights,
+    predict,
+    topk_classes,
+    vote_scores,
+)
+
+__all__ = [
+    "METHODS",
+    "PAPER_KS",
+    "CorruptMemory",
+    "FingerprintMismatch",
+    "LOOFlips",
+    "VisualMemory",
+    "VisualMemoryError",
+    "brute_force_loo",
+    "exact_loo_flips",
+    "forget",
+    "group_removal_effect",
+    "ids_matching",
+    "knn_sweep",
+    "load_memory",
+    "map_labels",
+    "neighbour_weights",
+    "paper_variant",
+    "predict",
+    "privacy_audit",
+    "read_audit",
+    "read_manifest",
+    "save_memory",
+    "topk_classes",
+    "verify_unlearned",
+    "vote_scores",
+]

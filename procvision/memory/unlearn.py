@@ -1,0 +1,162 @@
+"""Unlearning: remove items for good, log it, and prove the result equals never having had them."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from procvision.memory.index import IVFEngine
+from procvision.memory.persist import AUDIT, load_memory, save_memory
+from procvision.memory.store import VisualMemory, as_int64, canonical_json
+from procvision.memory.vote import METHODS, map_labels, predict, vote_scores
+
+
+def ids_matching(memory: VisualMemory, source_pattern: str, key: str = "source") -> np.ndarray:
+    """Ids whose metadata[key] matches the shell-style pattern (fnmatch, case-sensitive)."""
+    meta = memory.metadata_of(memory.ids)
+    hit = [
+        i
+        for i, d in zip(memory.ids.tolist(), meta, strict=True)
+        if isinstance(d.get(key), str) and fnmatch.fnmatchcase(d[key], source_pattern)
+    ]
+    return np.asarray(sorted(hit), np.int64)
+
+
+def _append_line(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(canonical_json(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def forget(
+    target: str | Path | VisualMemory,
+    ids: Any = None,
+    source_pattern: str | None = None,
+    audit_log: str | Path | None = None,
+    reason: str = "",
+    expect_fingerprint: str | None = None,
+) -> dict:
+    """Remove items by id and/or by metadata source pattern, and record what was done.
+
+    For a memory directory: load (verified), remove, and rewrite every file through an atomic swap
+    whose old copy is overwritten with zeros before deletion, so no embedding row, id or metadata of
+    a removed item remains in the directory's files. The audit record is appended to the
+    directory's audit.jsonl in the same swap (or to `audit_log` if given). For an in-memory
+    VisualMemory the record goes to `audit_log` only if given.
+
+    An IVF quantiser trained on the memory's own rows is dropped (retrained on the next search), as
+    its centroids may encode removed items.
+
+    The record (JSON-able): action, time_utc, reason, removed_ids, count, not_found (requested ids
+    absent), source_pattern_sha256 (the pattern itself may identify a person, so it is hashed),
+    n_before, n_after, content_hash_before, content_hash_after, fingerprint.
+    """
+    if ids is None and source_pattern is None:
+        raise ValueError("forget: give ids, a source_pattern, or both")
+    on_disk = not isinstance(target, VisualMemory)
+    mem = load_memory(target, expect_fingerprint) if on_disk else target
+    if not on_disk:
+        mem.check_fingerprint(expect_fingerprint)
+    want = np.zeros(0, np.int64) if ids is None else np.unique(as_int64(ids, "ids"))
+    if source_pattern is not None:
+        want = np.union1d(want, ids_matching(mem, source_pattern))
+    present = want[mem.rows_of(want) >= 0]
+    record = {
+        "action": "forget",
+        "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "reason": reason,
+        "removed_ids": present.tolist(),
+        "count": int(len(present)),
+        "not_found": np.setdiff1d(want, present).tolist(),
+        "source_pattern_sha256": None
+        if source_pattern is None
+        else hashlib.sha256(source_pattern.encode()).hexdigest(),
+        "n_before": len(mem),
+        "content_hash_before": mem.content_hash(),
+        "fingerprint": mem.fingerprint,
+    }
+    mem.remove(present)
+    engine = mem._engine
+    if isinstance(engine, IVFEngine) and engine.quantizer_source == "memory" and len(present):
+        engine.invalidate()
+    record["n_after"] = len(mem)
+    record["content_hash_after"] = mem.content_hash()
+    if on_disk:
+        own_log = audit_log is None or Path(audit_log).resolve() == (Path(target) / AUDIT).resolve()
+        save_memory(mem, target, shred_old=True, audit_record=record if own_log else None)
+        if not own_log:
+            _append_line(Path(audit_log), record)
+    elif audit_log is not None:
+        _append_line(Path(audit_log), record)
+    return record
+
+
+def verify_unlearned(
+    memory_after: VisualMemory,
+    memory_rebuilt: VisualMemory | Callable[[], VisualMemory],
+    queries: Any,
+    k: int,
+    removed_ids: Any,
+    methods: tuple[str, ...] = METHODS,
+    T: float = 0.07,
+) -> dict:
+    """Prove on `queries` that `memory_after` acts exactly like a memory built without the items.
+
+    Compares, bit for bit, the top-k similarities and ids, the class scores and predictions of every
+    method, and the content hashes; and checks that no removed id is stored or returned.
+
+    Returns a JSON-able dict of booleans and counts; "ok" is True only if every check passes.
+    """
+    rebuilt = memory_rebuilt() if callable(memory_rebuilt) else memory_rebuilt
+    removed = np.unique(as_int64(removed_ids, "removed_ids"))
+    sa, ia = memory_after.search(queries, k)
+    sb, ib = rebuilt.search(queries, k)
+    same_neigh = bool(
+        np.array_equal(ia, ib) and np.array_equal(sa.view(np.int32), sb.view(np.int32))
+    )
+    classes = np.union1d(memory_after.classes, rebuilt.classes)
+    la = map_labels(memory_after.labels_of(ia), classes)
+    lb = map_labels(rebuilt.labels_of(ib), classes)
+    per_method = {}
+    for m in methods:
+        a = vote_scores(sa, la, len(classes), m, T)
+        b = vote_scores(sb, lb, len(classes), m, T)
+        per_method[m] = {
+            "identical_scores": bool(np.array_equal(a.view(np.int64), b.view(np.int64))),
+            "identical_predictions": bool(np.array_equal(predict(a), predict(b))),
+        }
+    out = {
+        "k": int(k),
+        "n_queries": int(len(ia)),
+        "n_removed": int(len(removed)),
+        "identical_neighbours": same_neigh,
+        "methods": per_method,
+        "identical_content_hash": memory_after.content_hash() == rebuilt.content_hash(),
+        "removed_ids_in_results": int(np.isin(ia, removed).sum()),
+        "removed_ids_still_stored": int(np.isin(memory_after.ids, removed).sum()),
+    }
+    out["ok"] = bool(
+        same_neigh
+        and out["identical_content_hash"]
+        and out["removed_ids_in_results"] == 0
+        and out["removed_ids_still_stored"] == 0
+        and all(v["identical_scores"] and v["identical_predictions"] for v in per_method.values())
+    )
+    return out
+
+
+def audit_summary(record: dict) -> str:
+    """One human line for a forget record (for CLIs and logs)."""
+    return json.dumps(
+        {k: record[k] for k in ("time_utc", "count", "n_before", "n_after", "reason")}
+    )
