@@ -1,0 +1,1 @@
+"""Evaluations over the visual memory: embedding, k-NN classification, privacy, callbacks, reports."""

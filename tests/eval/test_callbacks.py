@@ -1,0 +1,136 @@
+"""KNNCallback and PrivacyCallback in a tiny fit (own datasets) and a tiny validate (collected)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from procvision.data.datasets import EvalTransform, FashionMNIST, KNNDataModule
+from procvision.eval.callbacks import KNNCallback, PrivacyCallback, privacy_metrics
+from procvision.eval.embed import embed_dataset
+from procvision.eval.knn import build_memory, knn_evaluate
+from procvision.memory import privacy_audit
+from procvision.models.module import DINOModule
+from tests.fixtures_real import make_idx_root
+
+TINY = dict(
+    arch="vit_tiny_patch16_224", img_size=16, patch_size=8,
+    backbone_kwargs={"depth": 1, "embed_dim": 32, "num_heads": 2},
+    out_dim=32, hidden_dim=32, bottleneck_dim=16, n_local_crops=0, warmup_epochs=0,
+    batch_size=4, log_crops=False, drop_path_rate=0.0,
+)  # fmt: skip
+
+
+class TwoCrops(pl.LightningDataModule):
+    """Random 16-px images as DINO batches {"crops": [g1, g2]} (2 steps per epoch)."""
+
+    batch_size = 4
+
+    def train_dataloader(self) -> DataLoader:
+        images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        return DataLoader(
+            images,
+            batch_size=4,
+            collate_fn=lambda b: {"crops": [torch.stack(b), torch.stack(b).flip(-1)]},
+        )
+
+
+def _tb_tags(log_dir: str) -> dict[str, list[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(log_dir, size_guidance={"images": 0, "histograms": 0})
+    acc.Reload()
+    return acc.Tags()
+
+
+def test_callbacks_during_fit(tmp_path: Path) -> None:
+    root = make_idx_root(tmp_path / "fm", n_train=30, n_test=12)
+    common = dict(memory=f"fashion_mnist:{root}:train", queries=f"fashion_mnist:{root}:test",
+                  resize_policy="resize", batch_size=16)  # fmt: skip
+    knn = KNNCallback(
+        ks=[1, 3],
+        methods=["weighted", "plurality"],
+        n_image_queries=3,
+        n_image_neighbours=2,
+        **common,
+    )
+    priv = PrivacyCallback(k=3, **common)
+    logger = TensorBoardLogger(tmp_path, name="logs")
+    trainer = pl.Trainer(
+        max_epochs=1, logger=logger, callbacks=[knn, priv], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    model = DINOModule(**TINY)
+    trainer.fit(model, datamodule=TwoCrops())
+    metrics = trainer.callback_metrics
+    for key in (
+        "knn/weighted/k1/top1",
+        "knn/weighted/k3/top5",
+        "knn/plurality/k3/top1",
+        "knn/weighted/best/top1",
+    ):
+        assert key in metrics, key
+    for key in (
+        "privacy/non_private_fraction",
+        "privacy/accuracy_top1",
+        "privacy/paper_variant_fraction",
+    ):
+        assert key in metrics, key
+    assert model.training and not model.teacher.training  # train mode restored, teacher stays eval
+    # the callback's numbers are those of the same teacher embedded by hand
+    transform = EvalTransform(16, "resize")
+    mem = FashionMNIST(root, "train", transform)
+    qry = FashionMNIST(root, "test", transform)
+    m, q = (
+        embed_dataset(model.teacher_backbone, mem, progress=False),
+        embed_dataset(model.teacher_backbone, qry, progress=False),
+    )
+    ref = knn_evaluate(*m, *q, ks=(1, 3), methods=("weighted", "plurality"))
+    assert float(metrics["knn/weighted/k3/top1"]) == pytest.approx(ref["weighted/k3/top1"])
+    audit = privacy_audit(build_memory(*m), q[0].numpy(), q[1].numpy(), k=3)
+    assert float(metrics["privacy/non_private_fraction"]) == pytest.approx(
+        privacy_metrics(audit)["non_private_fraction"]
+    )
+    tags = _tb_tags(logger.log_dir)
+    assert "knn/neighbours" in tags["images"] and "privacy/flip_counts" in tags["histograms"]
+
+
+def test_knn_callback_in_validate_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = make_idx_root(tmp_path / "fm", n_train=30, n_test=12)
+    dm = KNNDataModule(
+        memory=f"fashion_mnist:{root}:train", queries=f"fashion_mnist:{root}:test",
+        image_size=16, resize_policy="resize", max_memory=20, batch_size=8,
+    )  # fmt: skip
+    out = tmp_path / "res" / "knn.json"
+    knn = KNNCallback(ks=[1, 5, 20], results_path=str(out))
+    trainer = pl.Trainer(
+        logger=TensorBoardLogger(tmp_path, name="v"), callbacks=[knn], enable_progress_bar=False,
+        enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    model = DINOModule(**TINY)
+    results = trainer.validate(model, datamodule=dm, verbose=False)
+    metrics = results[0]
+    record = json.loads(out.read_text())
+    assert record["results"]["weighted/k5/top1"] == pytest.approx(metrics["knn/weighted/k5/top1"])
+    assert record["memory"]["size"] == 20 and record["queries"]["size"] == 12
+    assert "| k | weighted top-1 | weighted top-5 |" in capsys.readouterr().out
+    m = embed_dataset(model.teacher_backbone, dm.memory_set, progress=False)
+    q = embed_dataset(model.teacher_backbone, dm.query_set, progress=False)
+    ref = knn_evaluate(*m, *q, ks=(1, 5, 20))
+    for key in ("weighted/k1/top1", "weighted/k20/top5"):
+        assert record["results"][key] == pytest.approx(ref[key])
+
+
+def test_callback_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="both"):
+        KNNCallback(memory="fashion_mnist:train")
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        PrivacyCallback(every_n_epochs=0)
