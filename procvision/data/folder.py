@@ -1,0 +1,138 @@
+"""A folder of images as a source (e.g. the released Shaders21k JPEGs).
+
+Image i is the file at position i mod N of a seeded permutation of the sorted file list, decoded
+to RGB, centre-cropped to a square and resized: a pure function of (seed, i, size, files).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from procvision.data.rng import hash_coords
+from procvision.data.source import Source
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff", ".gif")
+_S_PERM = 5
+
+
+def list_files(root: str | Path, extensions: tuple[str, ...]) -> list[str]:
+    """Sorted relative paths (posix) of files under root whose suffix is in extensions."""
+    root = Path(root)
+    exts = {e.lower() for e in extensions}
+    out = []
+    for d, dirs, files in os.walk(root, followlinks=True):
+        dirs.sort()
+        rel = Path(d).relative_to(root)
+        out.extend((rel / f).as_posix() for f in sorted(files) if Path(f).suffix.lower() in exts)
+    return sorted(out)
+
+
+def seeded_permutation(seed: int, n: int) -> torch.Tensor:
+    """A permutation of range(n) as int64 [n], a pure function of (seed, n)."""
+    keys = hash_coords(seed, torch.arange(n, dtype=torch.int64), _S_PERM)
+    return torch.argsort(keys, stable=True)
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL image as uint8 [H, W, 3] RGB (grayscale, palette, alpha and 16-bit handled)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(img).astype(np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        a = np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(a[..., None], 3, axis=2)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # avoids PIL's warning on palette transparency
+    return np.asarray(img.convert("RGB"))
+
+
+def square_resize(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """Centre square crop of [3, H, W] floats, then bilinear antialiased resize to [3, size, size]."""
+    _, h, w = rgb.shape
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    crop = rgb[:, top : top + s, left : left + s]
+    if s == size:
+        return crop
+    return F.interpolate(
+        crop[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )[0]
+
+
+class ImageFolderSource(Source):
+    """Images from a folder tree, as an endless indexed source.
+
+    Unreadable files are skipped (logged once and recorded in `failures`); the next file of the
+    permutation takes their place, so the stream never stops while one readable file exists.
+
+    Args:
+        root: folder searched recursively.
+        seed: seed of the file permutation.
+        extensions: file suffixes accepted (case-insensitive).
+    """
+
+    name = "folder"
+
+    def __init__(
+        self, root: str | Path, seed: int = 0, extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    ) -> None:
+        super().__init__(seed)
+        self.root = Path(root)
+        self.extensions = tuple(extensions)
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"image folder {str(self.root)!r} does not exist or is not a folder; "
+                "pass root=<a folder of images>"
+            )
+        files = list_files(self.root, self.extensions)
+        if not files:
+            raise FileNotFoundError(
+                f"image folder {str(self.root)!r} holds no images with suffix in "
+                f"{self.extensions}; add images or pass extensions=..."
+            )
+        # numpy bytes array: compact and free of per-object refcounts in forked workers
+        self.files = np.array([os.fsencode(f) for f in files])
+        self.perm = seeded_permutation(self.seed, len(files))
+        self.failures: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def path(self, position: int) -> Path:
+        """Path of the file at permutation position `position` (0 <= position < N)."""
+        return self.root / os.fsdecode(self.files[int(self.perm[position])])
+
+    def _load(self, position: int, size: int) -> torch.Tensor:
+        """Decode the first readable file from `position` on; returns float [3, size, size]."""
+        n = len(self.files)
+        for k in range(n):
+            p = self.path((position + k) % n)
+            key = str(p)
+            if key in self.failures:
+                continue
+            try:
+                with Image.open(p) as img:
+                    img.draft("RGB", (size, size))  # JPEG: decode at the smallest scale >= size
+                    rgb = pil_to_rgb(img)
+            except (OSError, ValueError, SyntaxError) as e:
+                self.failures[key] = f"{type(e).__name__}: {e}"
+                log.warning("skipping unreadable image %s (%s)", key, self.failures[key])
+                continue
+            t = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
+            return square_resize(t, size)
+        raise RuntimeError(f"no readable image in {str(self.root)!r}; failures: {self.failures}")
+
+    def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+        pos = (indices.cpu() % len(self.files)).tolist()
+        return torch.stack([self._load(p, size) for p in pos]).to(device)
+
+    def describe(self) -> dict:
+        return {**super().describe(), "root": str(self.root), "n_files": len(self.files)}
