@@ -1,0 +1,127 @@
+"""`procvision fit` through LightningCLI: demo smoke run, exact resume, and 2-process DDP on gloo."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from procvision.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = [
+    "--model.backbone_kwargs={depth: 1, embed_dim: 32, num_heads: 2}",
+    "--model.out_dim=64",
+    "--model.hidden_dim=32",
+    "--model.bottleneck_dim=16",
+]
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+STAND_IN = ["--data.init_args.source=tests.models.stand_in.GradientSource"]
+
+
+def fit(root, *extra):
+    args = ["fit", "--config", str(ROOT / "configs/demo.yaml"), "--trainer.accelerator=cpu"]
+    args += [f"--trainer.default_root_dir={root}", *TINY_MODEL, *QUIET, *extra]
+    return main(args)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("procvision.data.registry") is None, reason="no registry yet"
+)
+def test_demo_fast_dev_run(tmp_path):
+    fit(
+        tmp_path,
+        "--trainer.fast_dev_run=true",
+        "--data.init_args.batch_size=2",
+        "--data.init_args.render_size=32",
+    )
+    assert (tmp_path / "export" / "model.safetensors").is_file()  # no logger in fast_dev_run
+    card = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert (
+        card["meta"]["training_data"]["family"] == "kml_mixup" and card["meta"]["global_step"] == 1
+    )
+    assert card["meta"]["hparams"]["n_local_crops"] == 4  # linked from data
+
+
+def _stream_args(root):
+    return [
+        *STAND_IN,
+        "--data.init_args.batch_size=4",
+        "--data.init_args.samples_per_epoch=8",  # 2 steps per epoch
+        "--data.init_args.render_size=32",
+        "--model.drop_path_rate=0.2",
+        "--model.backbone_kwargs={depth: 2, embed_dim: 32, num_heads: 2}",  # drop path 0, 0.2
+        "--trainer.max_epochs=-1",
+        "--trainer.max_steps=5",
+        "--trainer.log_every_n_steps=1",
+    ]
+
+
+def _state(root):
+    ckpt = torch.load(Path(root) / "checkpoints" / "last.ckpt", weights_only=True)
+    return ckpt
+
+
+def test_resume_is_exact(tmp_path):
+    from tests.models.stand_in import SimulatedCrash
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    fit(a, *_stream_args(a))
+    crash = ["--trainer.callbacks+=tests.models.stand_in.CrashAtStep", "--trainer.callbacks.step=3"]
+    with pytest.raises(SimulatedCrash):
+        fit(b, *_stream_args(b), *crash)  # dies in epoch 1; last.ckpt is from the end of epoch 0
+    assert _state(b)["global_step"] == 2
+    fit(b, *_stream_args(b), "--ckpt_path", "last")
+    sa, sb = _state(a), _state(b)
+    assert sa["global_step"] == sb["global_step"] == 5
+    assert sa["state_dict"].keys() == sb["state_dict"].keys()
+    for k in sa["state_dict"]:
+        assert torch.equal(sa["state_dict"][k], sb["state_dict"][k]), k
+    assert sb["state_dict"]["center"].abs().sum() > 0
+    adam_a = sa["optimizer_states"][0]["state"]
+    adam_b = sb["optimizer_states"][0]["state"]
+    for i in adam_a:
+        assert torch.equal(adam_a[i]["exp_avg"], adam_b[i]["exp_avg"])
+    # config and TensorBoard logs are written per run; the teacher is exported at the end
+    runs = sorted((b / "lightning_logs").iterdir())
+    assert (runs[-1] / "config.yaml").is_file() and (runs[-1] / "export" / "config.json").is_file()
+    assert list(runs[-1].glob("events.out.tfevents.*"))
+
+
+PAPER = [
+    "kml_mixup",
+    "kml",
+    "shaders_mixup",
+    "shaders",
+    "stylegan",
+    "kml_mixup_vit_tiny",
+    "kml_mixup_vit_base",
+]
+
+
+@pytest.mark.parametrize("name", PAPER + ["demo"])
+def test_configs_parse(name, capsys):
+    import yaml
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / f"configs/{name}.yaml"), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    model, data, trainer = cfg["model"], cfg["data"]["init_args"], cfg["trainer"]
+    assert "n_local_crops" not in model  # linked from the data
+    if name == "demo":
+        return
+    global_batch = data["batch_size"] * trainer["devices"] * trainer["num_nodes"]
+    assert global_batch == 512 and model["base_lr"] * global_batch / 256 == pytest.approx(1e-3)
+    assert (data["global_size"], data["local_size"], data["n_local_crops"]) == (224, 96, 8)
+    assert data["samples_per_epoch"] == 1_300_000 and trainer["max_epochs"] == 100
+    assert (
+        model["out_dim"] == 65536
+        and model["teacher_temp"] == 0.04
+        and model["momentum_teacher"] == 0.996
+    )
+    assert (model["weight_decay"], model["weight_decay_end"], model["min_lr"]) == (0.04, 0.4, 1e-6)
+    assert (model["warmup_epochs"], model["clip_grad"], model["freeze_last_layer"]) == (10, 3.0, 1)
+    assert model["drop_path_rate"] == 0.1 and trainer["precision"] == "bf16-mixed"
+    assert model["patch_size"] == 16 and model["img_size"] == 224
