@@ -76,8 +76,10 @@ def main() -> int:
     print("[1/3] previews of every procedural family")
     previews(args.out)
     print(f"[2/3] DINO on procedural data: {args.config}")
-    export = latest_export(args.out / "train") if args.skip_train else train(
-        args.out, args.config, args.fit_overrides
+    export = (
+        latest_export(args.out / "train")
+        if args.skip_train
+        else train(args.out, args.config, args.fit_overrides)
     )
     print(f"  teacher export: {export}")
 

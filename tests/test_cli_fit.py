@@ -1,6 +1,5 @@
 """`procvision fit` through LightningCLI: demo smoke run, exact resume, and 2-process DDP on gloo."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -26,9 +25,6 @@ def fit(root, *extra):
     return main(args)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("procvision.data.registry") is None, reason="no registry yet"
-)
 def test_demo_fast_dev_run(tmp_path):
     fit(
         tmp_path,

@@ -64,7 +64,9 @@ def uniform(seed: int, index: torch.Tensor, stream: int, n: int | None = None) -
     return (h >> 8).to(torch.float32) / float(1 << 24)
 
 
-def randint(seed: int, index: torch.Tensor, stream: int, high: int, n: int | None = None) -> torch.Tensor:
+def randint(
+    seed: int, index: torch.Tensor, stream: int, high: int, n: int | None = None
+) -> torch.Tensor:
     """Integers in [0, high) with the same purity as `uniform`; int64, shape as `uniform`."""
     u = uniform(seed, index, stream, n)
     return (u.to(torch.float64) * high).to(torch.int64).clamp_(max=high - 1)

@@ -1,7 +1,5 @@
 """Sample streams, the procedural and image-folder DataModules."""
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -103,9 +101,6 @@ def test_image_folder_module(tmp_path):
         ImageFolderDataModule(str(tmp_path / "none")).setup()
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("procvision.data.registry") is None, reason="registry not written yet"
-)
 def test_with_registry_kml_mixup():
     dm = ProceduralDataModule(
         family="kml_mixup",
