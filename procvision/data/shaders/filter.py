@@ -19,6 +19,7 @@ from torch import Tensor
 
 from procvision.data import rng
 from procvision.data.shaders.core import render_ids, resolve_families
+from procvision.data.shaders.shipped import shipped_valid
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ def valid_programs(
     families: list[str] | tuple[str, ...] | None = None,
     file_cache: bool = True,
     chunk: int = 128,
+    shipped: bool = True,
 ) -> Tensor:
     """Sorted int64 ids of the non-degenerate programs of a pool (computed on CPU, cached).
 
@@ -150,7 +152,9 @@ def valid_programs(
     if key in _VALID:
         return _VALID[key]
     path = _cache_path(seed, pool_size, fams)
-    valid = _load(path, pool_size) if file_cache else None
+    valid = shipped_valid(FILTER_VERSION, FILTER_SIZE, seed, pool_size, fams) if shipped else None
+    if valid is None and file_cache:
+        valid = _load(path, pool_size)
     if valid is None:
         log.info("filtering %d shader programs (seed %d); cached at %s", pool_size, seed, path)
         ids = torch.arange(pool_size, dtype=torch.int64)
