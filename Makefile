@@ -26,7 +26,8 @@ $(STAMP): pyproject.toml
 setup: system-deps $(STAMP)
 
 test: setup
-	$(BIN)/python -m pytest -q -x --durations=15
+	$(BIN)/ruff check procvision tests scripts
+	$(BIN)/python -m pytest -q --durations=15
 
 lint:
 	$(BIN)/ruff check procvision tests scripts

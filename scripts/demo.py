@@ -9,6 +9,7 @@
    is saved to `<out>/memory/` for `procvision memory classify|forget` and `procvision privacy`.
 
     python scripts/demo.py --out demo_out [--skip-train] [--max-memory N --max-queries N]
+        [any `procvision fit` option, e.g. --trainer.max_epochs=1]
 """
 
 from __future__ import annotations
@@ -24,23 +25,24 @@ REPO = Path(__file__).resolve().parent.parent
 PREVIEW_FAMILIES = ["shaders", "shaders_mixup", "kml", "kml_mixup", "stylegan", "dead_leaves"]
 
 
-def previews(out: Path) -> None:
+def previews(out: Path, n: int, size: int) -> None:
     from procvision.cli import main as procvision
 
     (out / "previews").mkdir(parents=True, exist_ok=True)
     for family in PREVIEW_FAMILIES:
         png = out / "previews" / f"{family}.png"
-        procvision(["generate", "preview", "--family", family, "--n", "36", "--size", "96",
-                    "--out", str(png)])  # fmt: skip
+        args = ["generate", "preview", "--family", family, "--n", str(n), "--size", str(size)]
+        if procvision([*args, "--out", str(png)]) != 0:
+            raise SystemExit(f"preview of {family} failed")
         print(f"  preview: {png}")
     png = out / "previews" / "glsl.png"
-    glsl_dir = REPO / "tests" / "data" / "glsl"
-    try:
-        procvision(["generate", "preview", "--family", "glsl", "--root", str(glsl_dir),
-                    "--n", "16", "--size", "96", "--out", str(png)])  # fmt: skip
-        print(f"  preview: {png}")
-    except Exception as err:  # EGL missing: the rest of the demo does not need GLSL
-        print(f"  (GLSL preview skipped: {err})")
+    args = ["generate", "preview", "--family", "glsl", "--root", str(REPO / "tests/data/glsl")]
+    try:  # EGL may be missing: the rest of the demo does not need GLSL
+        ok = procvision([*args, "--n", "16", "--size", str(size), "--out", str(png)]) == 0
+    except Exception as err:
+        ok = False
+        print(f"  ({err})")
+    print(f"  preview: {png}" if ok else "  (GLSL preview skipped: no headless OpenGL here)")
 
 
 def train(out: Path, config: Path, extra: list[str]) -> Path:
@@ -55,13 +57,13 @@ def train(out: Path, config: Path, extra: list[str]) -> Path:
 
 
 def latest_export(root: Path) -> Path:
-    exports = sorted(root.glob("lightning_logs/version_*/export/config.json"), key=os.path.getmtime)
+    exports = sorted(root.glob("**/export/config.json"), key=os.path.getmtime)
     if not exports:
-        raise SystemExit(f"no teacher export under {root}/lightning_logs/*/export: did fit finish?")
+        raise SystemExit(f"no teacher export under {root}: did fit finish?")
     return exports[-1].parent
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("demo_out"))
     ap.add_argument("--config", type=Path, default=REPO / "configs" / "demo.yaml")
@@ -69,17 +71,18 @@ def main() -> int:
     ap.add_argument("--max-memory", type=int, default=None, help="subset of the 60k memory")
     ap.add_argument("--max-queries", type=int, default=None, help="subset of the 10k queries")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("fit_overrides", nargs="*", help="extra `procvision fit` arguments")
-    args = ap.parse_args()
+    ap.add_argument("--preview-n", type=int, default=36, help="images per preview grid")
+    ap.add_argument("--preview-size", type=int, default=96, help="preview image side")
+    args, fit_overrides = ap.parse_known_args(argv)  # the rest goes to `procvision fit`
     args.out.mkdir(parents=True, exist_ok=True)
 
     print("[1/3] previews of every procedural family")
-    previews(args.out)
+    previews(args.out, args.preview_n, args.preview_size)
     print(f"[2/3] DINO on procedural data: {args.config}")
     export = (
         latest_export(args.out / "train")
         if args.skip_train
-        else train(args.out, args.config, args.fit_overrides)
+        else train(args.out, args.config, fit_overrides)
     )
     print(f"  teacher export: {export}")
 
