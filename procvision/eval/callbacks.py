@@ -375,3 +375,99 @@ def privacy_metrics(audit: dict) -> dict[str, float]:
 
 def _name(names: list[str], label: int) -> str:
     return names[label] if 0 <= label < len(names) else str(label)
+
+
+class UnlearningCallback(_MemoryEvalCallback):
+    """Check exact unlearning with the current teacher at epoch ends (paper §6).
+
+    Builds the memory, removes a seeded random `forget_fraction` of its items, and proves with
+    `verify_unlearned` that the edited memory answers every query bit-for-bit like a memory built
+    from scratch without those items (neighbours, similarities, scores, predictions, content hash),
+    and that no removed id is stored or returned. Logs `unlearning/ok` (1 or 0),
+    `unlearning/removed`, `unlearning/accuracy_before` and `unlearning/accuracy_after` (k-NN top-1
+    with the chosen vote, percent) and `unlearning/predictions_changed` (queries whose prediction
+    changed with the removal). A failed check raises, since a memory that cannot forget exactly
+    breaks the package's promise.
+
+    Args: as `KNNCallback`, plus `forget_fraction` (0 < f < 1) and `forget_seed`.
+    """
+
+    prefix = "unlearning"
+
+    def __init__(
+        self,
+        memory: str | None = None,
+        queries: str | None = None,
+        every_n_epochs: int = 1,
+        forget_fraction: float = 0.05,
+        forget_seed: int = 0,
+        k: int = 20,
+        method: Literal["weighted", "plurality", "rank"] = "weighted",
+        T: float = DEFAULT_T,
+        image_size: int | None = None,
+        resize_policy: Literal["crop", "resize", "none"] = "crop",
+        max_memory: int | None = None,
+        max_queries: int | None = None,
+        subset_seed: int = 0,
+        batch_size: int = 256,
+        results_path: str | None = None,
+    ) -> None:
+        if not 0.0 < forget_fraction < 1.0:
+            raise ValueError(f"forget_fraction must be in (0, 1), got {forget_fraction}")
+        super().__init__(
+            memory, queries, every_n_epochs, image_size, resize_policy,
+            max_memory=max_memory, max_queries=max_queries, subset_seed=subset_seed,
+            batch_size=batch_size, results_path=results_path,
+        )  # fmt: skip
+        self.forget_fraction, self.forget_seed = float(forget_fraction), int(forget_seed)
+        self.k, self.method, self.T = int(k), method, float(T)
+
+    def _evaluate(self, trainer, pl_module, memory, queries, sets, validating=False) -> None:
+        from procvision.memory import VisualMemory, verify_unlearned
+
+        emb, lab = memory[0].numpy(), memory[1].numpy()
+        n = len(lab)
+        n_forget = max(1, round(self.forget_fraction * n))
+        rng = np.random.default_rng(self.forget_seed)
+        forgotten = np.sort(rng.choice(n, size=min(n_forget, n - 1), replace=False))
+        full = build_memory(emb, lab)
+        edited = full.copy()
+        edited.remove(forgotten)
+        keep = np.setdiff1d(np.arange(n), forgotten)
+
+        def rebuilt():  # the kept items added to a new memory, with their original ids
+            mem = VisualMemory(emb.shape[1])
+            mem.add(emb[keep], lab[keep], ids=keep)
+            return mem
+
+        q = queries[0].numpy()
+        k = min(self.k, len(keep))
+        check = verify_unlearned(edited, rebuilt, q, k, forgotten, (self.method,), self.T)
+        before = _predictions(full, q, k, self.method, self.T)
+        after = _predictions(edited, q, k, self.method, self.T)
+        truth = queries[1].numpy()
+        metrics = {
+            "ok": float(check["ok"]),
+            "removed": float(len(forgotten)),
+            "accuracy_before": 100.0 * float((before == truth).mean()),
+            "accuracy_after": 100.0 * float((after == truth).mean()),
+            "predictions_changed": float((before != after).sum()),
+        }
+        self.last_results = {**metrics, "check": check}
+        self._log(pl_module, metrics)
+        if validating:
+            print("\nunlearning: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+        record = {"results": metrics, "check": check, "forgotten_ids": forgotten.tolist()}
+        self._write(trainer, record, "unlearning_results.json", validating)
+        if not check["ok"]:
+            raise RuntimeError(f"exact unlearning check failed: {check}")
+
+
+def _predictions(memory, queries: np.ndarray, k: int, method: str, T: float) -> np.ndarray:
+    """Predicted labels [Q] of a k-NN vote over `memory` (labels in the memory's label space)."""
+    from procvision.memory import map_labels, predict, vote_scores
+
+    sims, ids = memory.search(queries, k)
+    classes = memory.classes
+    scores = vote_scores(sims, map_labels(memory.labels_of(ids), classes), len(classes), method, T)
+    return classes[predict(scores)]

@@ -134,3 +134,24 @@ def test_callback_arguments_are_checked() -> None:
         KNNCallback(memory="fashion_mnist:train")
     with pytest.raises(ValueError, match="every_n_epochs"):
         PrivacyCallback(every_n_epochs=0)
+
+
+def test_unlearning_callback_during_fit(tmp_path: Path) -> None:
+    from procvision.eval.callbacks import UnlearningCallback
+
+    root = make_idx_root(tmp_path / "fm", n_train=40, n_test=12)
+    cb = UnlearningCallback(
+        memory=f"fashion_mnist:{root}:train", queries=f"fashion_mnist:{root}:test",
+        resize_policy="resize", forget_fraction=0.25, k=5, batch_size=16,
+    )  # fmt: skip
+    trainer = pl.Trainer(
+        max_epochs=1, logger=False, callbacks=[cb], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(DINOModule(**TINY), datamodule=TwoCrops())
+    res = cb.last_results
+    assert res["ok"] == 1.0 and res["removed"] == 10.0
+    assert res["check"]["identical_neighbours"] and res["check"]["removed_ids_in_results"] == 0
+    assert "unlearning/ok" in trainer.callback_metrics
+    with pytest.raises(ValueError, match="forget_fraction"):
+        UnlearningCallback(forget_fraction=1.5)
