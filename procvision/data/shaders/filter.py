@@ -23,7 +23,7 @@ from procvision.data.shaders.shipped import shipped_valid
 
 log = logging.getLogger(__name__)
 
-FILTER_VERSION = 1  # bump whenever rendering or the criteria change: it invalidates file caches
+FILTER_VERSION = 2  # bump whenever rendering or the criteria change: it invalidates file caches
 FILTER_SIZE = 32
 N_RENDERS = 8
 STD_MIN = 0.03

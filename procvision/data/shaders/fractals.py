@@ -12,9 +12,11 @@ from procvision.data.shaders.family import Family
 from procvision.data.shaders.ops import (
     TAU,
     col,
+    count_range,
     dispatch,
     image_mean,
     length,
+    present,
     rotate,
     sel,
     sel_dict,
@@ -104,7 +106,11 @@ VOLUME_SPECS = (
 
 
 def render_volume(prm: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, px: float) -> Tensor:
-    """March rays through an abs-fold fractal, accumulating glow where the fold distance is small."""
+    """March rays through an abs-fold fractal, accumulating glow where the fold distance is small.
+
+    Loops run to the largest step / fold count of the batch; a row past its own count keeps its
+    values exactly (masked with `where`), so an image does not depend on its batch.
+    """
     del px
     c = [col(prm["C"][:, j]) for j in range(3)]
     d = [col(prm["D"][:, j]) for j in range(3)]
@@ -112,42 +118,73 @@ def render_volume(prm: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, px: f
     zoom, z0, plane = col(prm["zoom"]), col(prm["z0"]), col(prm["plane"])
     steps, folds, f = col(prm["steps"]), col(prm["folds"]), col(prm["f"])
     ang = col(prm["spin"]) * t
+    # The ray point q = (x g zoom, y g zoom, g + z0) rotated in the program's plane (0: xz,
+    # 1: yz, 2: xy) is linear in g: p = g * A + B with per-pixel A and per-program B.
+    cs, sn = torch.cos(ang), torch.sin(ang)
+    one, zero = torch.ones_like(cs), torch.zeros_like(cs)
+    rows = {  # rotation matrix rows (as [B, 1, 1] entries) per plane
+        0: ((cs, zero, -sn), (zero, one, zero), (sn, zero, cs)),
+        1: ((one, zero, zero), (zero, cs, -sn), (zero, sn, cs)),
+        2: ((cs, -sn, zero), (sn, cs, zero), (zero, zero, one)),
+    }
+    m = [
+        [torch.where(plane == 1, rows[1][r][q], torch.where(plane == 2, rows[2][r][q], rows[0][r][q]))
+         for q in range(3)]
+        for r in range(3)
+    ]  # fmt: skip
+    xz, yz = x * zoom, y * zoom
+    a_ = [torch.addcmul(torch.addcmul(m[r][2], xz, m[r][0]), yz, m[r][1]) for r in range(3)]
+    b_ = [m[r][2] * z0 for r in range(3)]
+    nd = [-dq for dq in d]
+    glow2, hue_g, hue_i = 2.0 * col(prm["glow"]), col(prm["hue_g"]), col(prm["hue_i"])
+    s_lo, s_hi = count_range(prm["steps"])
+    f_lo, f_hi = count_range(prm["folds"])
+    kinds = present(f, 3)
     # Rays start a little way out so that pixels differ from the first step.
-    g = col(prm["g0"]).expand_as(x)
+    g = col(prm["g0"]).expand_as(x).contiguous()
     acc = torch.zeros_like(x)  # sum of glow weights
     hue = torch.zeros_like(x)  # glow-weighted sum of hues
-    for i in range(_STEPS_MAX):
-        # Rotate the ray point in the program's plane (0: xz, 1: yz, 2: xy).
-        q0, q1, q2 = x * g * zoom, y * g * zoom, g + z0
-        r0, r1 = rotate(torch.where(plane == 1, q1, q0), torch.where(plane == 2, q1, q2), ang)
-        p = [
-            torch.where(plane == 1, q0, r0),
-            torch.where(plane == 1, r0, torch.where(plane == 2, r1, q1)),
-            torch.where(plane == 2, q2, r1),
-        ]
-        s = s0.expand_as(x)
-        for j in range(_INNER_MAX):
-            e = torch.maximum(emin, k / (p[0] * p[0] + p[1] * p[1] + p[2] * p[2]).clamp_min(1e-6))
-            on = folds > j
-            s = torch.where(on, s * e, s)
-            p = [torch.where(on, c[q] - (p[q].abs() * e - d[q]).abs(), p[q]) for q in range(3)]
-        py = torch.where(p[1].abs() < 1e-3, 1e-3, p[1])
-        dist = (
-            torch.where(
-                f == 0,
-                torch.remainder(length(p[0], p[2]), py.abs()),
-                torch.where(f == 1, p[1] * p[1], length(p[0] - p[1], p[2] - p[0])),
-            )
-            / s
-        )
-        on = steps > i
+    for i in range(s_hi):
+        p = [torch.addcmul(b_[q], g, a_[q]) for q in range(3)]
+        s = s0.expand_as(x).contiguous()
+        for j in range(f_hi):
+            e = torch.addcmul(p[1] * p[1], p[0], p[0]).addcmul_(p[2], p[2]).clamp_min_(1e-6)
+            e = torch.div(k, e, out=e)
+            e = torch.maximum(e, emin, out=e)
+            new = []
+            for q in range(3):
+                v = torch.addcmul(nd[q], p[q].abs(), e).abs_()
+                new.append(torch.sub(c[q], v, out=v))
+            if j < f_lo:
+                s, p = s.mul_(e), new
+            else:
+                on = folds > j
+                s = torch.where(on, s * e, s)
+                p = [torch.where(on, new[q], p[q]) for q in range(3)]
+        dist = []
+        if 0 in kinds:
+            py = torch.where(p[1].abs() < 1e-3, 1e-3, p[1])
+            dist.append(torch.remainder(length(p[0], p[2]), py.abs()))
+        if 1 in kinds:
+            dist.append(p[1] * p[1])
+        if 2 in kinds:
+            dist.append(length(p[0] - p[1], p[2] - p[0]))
+        dd = dist[-1]
+        for kk, v in zip(reversed(kinds[:-1]), reversed(dist[:-1]), strict=True):
+            dd = torch.where(f == kk, v, dd)
+        dd = dd.div_(s) if len(kinds) > 1 or dd is not p[1] else dd / s
         # Distances relative to the image's mean: fold scales vary over orders of magnitude
         # between programs, and this keeps every program's glow and step sizes in range.
-        rel = dist / image_mean(dist).clamp_min(1e-30)
-        g = torch.where(on, g + (0.1 * rel).clamp(0.01, 0.5), g)
-        w = on / (1.0 + (rel * 2.0 * col(prm["glow"])) ** 2)
-        acc = acc + w
-        hue = hue + w * (g * col(prm["hue_g"]) + i * col(prm["hue_i"]))
+        rel = dd.div_(image_mean(dd).clamp_min(1e-30))
+        gn = (0.1 * rel).clamp_(0.01, 0.5).add_(g)
+        w = (rel * glow2).square_().add_(1.0).reciprocal_()
+        if i >= s_lo:
+            on = steps > i
+            gn = torch.where(on, gn, g)
+            w = torch.where(on, w, 0.0)
+        g = gn
+        acc.add_(w)
+        hue.addcmul_(w, torch.addcmul(i * hue_i, g, hue_g))
     v = hue / acc.clamp_min(1e-6)
     # Exposure relative to the image's mean glow: structure stays visible however dense the fold.
     a = acc / image_mean(acc).clamp_min(1e-6)
@@ -189,8 +226,8 @@ def _boundary(theta: Tensor, bulb: Tensor) -> tuple[Tensor, Tensor]:
     )
 
 
-def _escape(kind: int, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) -> Tensor:
-    """Iterate one set kind for m programs; returns RGB [m, 3, H, W]."""
+def _start(kind: int, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) -> Tensor:
+    """Starting point and constant of set kind k for m programs -> [m, 4, H, W] (cx, cy, zx, zy)."""
     bx, by = _boundary(p["theta"], p["bulb"])
     zoom = p["width"] * torch.exp(p["breathe"] * torch.sin(p["omega"] * t.reshape(-1)))
     x, y = rotate(x, y, col(p["spin"]) * t)
@@ -216,35 +253,71 @@ def _escape(kind: int, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) ->
         cx = x * col(zoom) + col(bx + p["off"][:, 0] * zoom)
         cy = y * col(zoom) + col(by + p["off"][:, 1] * zoom)
         zx, zy = torch.zeros_like(cx), torch.zeros_like(cy)
-    iters = col(p["iters"])
+    return torch.stack(torch.broadcast_tensors(cx, cy, zx, zy), 1)
+
+
+def _escape(prm: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) -> Tensor:
+    """Iterate m programs of any set kinds; returns RGB [m, 3, H, W].
+
+    The sets differ only in their start and in small changes to z -> z^2 + c, so one loop can
+    serve several, each row taking its own step with `where` (render_escape calls it per kind,
+    so that each kind's loop stops as early as its own pixels allow).
+    """
+
+    def start(k: int, idx: Tensor | None) -> Tensor:
+        return _start(k, sel_dict(prm, idx), sel(x, idx), sel(y, idx), sel(t, idx))
+
+    cx, cy, zx, zy = dispatch(prm["set"], 5, start).unbind(1)
+    kset = col(prm["set"])
+    kinds = present(prm["set"], 5)
+    ship, tri, cubic = kset == 2, kset == 4, kset == 3
+    iters = col(prm["iters"])
+    it_lo, it_hi = count_range(prm["iters"])
     n = torch.zeros_like(zx)
     alive = torch.ones_like(zx, dtype=torch.bool)
     trap = torch.full_like(zx, 1e4)
-    for i in range(_ESC_MAX):
-        if kind == 2:
-            zx, zy = zx.abs(), zy.abs()
-        if kind == 4:
-            zy = -zy
-        if kind == 3:
-            nx = zx * zx * zx - 3 * zx * zy * zy + cx
-            ny = 3 * zx * zx * zy - zy * zy * zy + cy
+    # A pixel stops changing once it escapes or its program's iteration count is reached, so
+    # the loop may stop at the batch's largest count or once every pixel has escaped.
+    for i in range(it_hi):
+        if i % 8 == 7 and not bool(alive.any()):
+            break
+        if 2 in kinds:
+            ax, ay = zx.abs(), zy.abs()
+            zx, zy = (
+                (ax, ay) if kinds == [2] else (torch.where(ship, ax, zx), torch.where(ship, ay, zy))
+            )
+        if 4 in kinds:
+            zy = -zy if kinds == [4] else torch.where(tri, -zy, zy)
+        if 3 in kinds:
+            zx2, zy2 = zx * zx, zy * zy
+            nx3 = torch.addcmul(cx, zx, zx2 - 3 * zy2)
+            ny3 = torch.addcmul(cy, zy, 3 * zx2 - zy2)
+        if kinds != [3]:
+            nx = torch.addcmul(cx, zx, zx).sub_(zy * zy)
+            ny = torch.addcmul(cy, zx, zy, value=2.0)
+            if 3 in kinds:
+                nx, ny = torch.where(cubic, nx3, nx), torch.where(cubic, ny3, ny)
         else:
-            nx, ny = zx * zx - zy * zy + cx, 2 * zx * zy + cy
-        on = alive & (iters > i)
+            nx, ny = nx3, ny3
+        r2 = torch.addcmul(ny * ny, nx, nx)
+        on = alive if i < it_lo else alive & (iters > i)
         zx, zy = torch.where(on, nx, zx), torch.where(on, ny, zy)
-        n = n + on.to(n.dtype)
-        r2 = zx * zx + zy * zy
+        n.add_(on)
         trap = torch.where(on, torch.minimum(trap, r2), trap)
-        alive = alive & (r2 <= 65536.0)
+        esc = r2 > 65536.0
+        alive = alive & ~esc if i < it_lo else alive & ~(esc & on)
     r2 = (zx * zx + zy * zy).clamp_min(1.0001)
-    deg = 3.0 if kind == 3 else 2.0
-    nu = n + 1.0 - torch.log(torch.log(r2) * 0.5).clamp_min(-10) / math.log(deg)
-    v = nu * col(p["cfreq"])
-    rgb = colour(p, v, t)
-    inner = torch.where(
-        col(p["interior"]) == 1, torch.exp(-3.0 * torch.sqrt(trap)), torch.zeros_like(trap)
-    )
-    inner_rgb = colour(p, torch.sqrt(trap), t) * inner[:, None]
+    log_deg = torch.where(cubic, math.log(3.0), math.log(2.0))
+    nu = n + 1.0 - torch.log(torch.log(r2) * 0.5).clamp_min(-10) / log_deg
+    v = nu * col(prm["cfreq"])
+    rgb = colour(prm, v, t)
+    if present(prm["interior"], 2)[-1] == 1:
+        inner = torch.where(
+            col(prm["interior"]) == 1, torch.exp(-3.0 * torch.sqrt(trap)), torch.zeros_like(trap)
+        )
+        inner_rgb = colour(prm, torch.sqrt(trap), t) * inner[:, None]
+    else:  # no program of the batch colours its interior: colour * 0 would be (+-)0 anyway
+        inner_rgb = torch.zeros_like(rgb)
     return torch.where(alive[:, None], inner_rgb, rgb)
 
 
@@ -253,8 +326,7 @@ def render_escape(prm: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, px: f
     del px
 
     def run(k: int, idx: Tensor | None) -> Tensor:
-        sub = sel_dict(prm, idx)
-        return _escape(k, sub, sel(x, idx), sel(y, idx), sel(t, idx))
+        return _escape(sel_dict(prm, idx), sel(x, idx), sel(y, idx), sel(t, idx))
 
     return dispatch(prm["set"], 5, run)
 

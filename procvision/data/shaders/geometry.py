@@ -20,6 +20,7 @@ from procvision.data.shaders.ops import (
     length,
     mix,
     modp,
+    mul32,
     rotate,
     sel,
     sel_dict,
@@ -141,7 +142,7 @@ def render_sdf2d(prm: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, px: fl
     lx, ly, ix, iy, unit = dispatch(prm["rep"], 4, rep).unbind(1)
     h = lattice_hash(to_lattice(ix), to_lattice(iy), col(prm["salt"]))
     h1 = hash_unit(h)
-    h2 = hash_unit(h * 0x9E3779B1 & 0xFFFFFFFF)
+    h2 = hash_unit(mul32(h, 0x9E3779B1))
     ang = col(prm["rot_jitter"]) * TAU * h1 + col(prm["spin"]) * t
     lx, ly = rotate(lx, ly, ang)
     s = col(prm["size"]) * (1.0 + col(prm["jitter"]) * (2.0 * h2 - 1.0))
@@ -180,7 +181,7 @@ def render_sdf2d(prm: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, px: fl
     m = torch.where(style == 0, fill, torch.where(style == 1, line, glow))
     m = torch.where(style == 3, clamp01(fill + 0.7 * glow), m)
     bands = 0.5 + 0.5 * torch.cos(d * col(prm["glow_k"]) * 4.0)
-    cell_v = col(prm["hue_step"]) * hash_unit(h * 0x85EBCA6B & 0xFFFFFFFF)
+    cell_v = col(prm["hue_step"]) * hash_unit(mul32(h, 0x85EBCA6B))
     # A soft gradient inside each shape (real shaders rarely fill with one flat colour).
     inner = clamp01(-d / s.clamp_min(1e-3))
     v = torch.where(style == 4, cell_v + 0.15 * d * col(prm["glow_k"]), cell_v + 0.12 * inner)

@@ -14,8 +14,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from procvision.data.rng import hash32
-
 TAU = 2.0 * math.pi
 _MASK32 = 0xFFFFFFFF
 
@@ -92,20 +90,52 @@ def hsv(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
     return v[:, None] * mix(torch.ones_like(rgb), rgb, s[:, None])
 
 
+def _s32(c: int) -> int:
+    """A 32-bit constant as the signed int32 with the same bits."""
+    c &= _MASK32
+    return c - (1 << 32) if c >= 1 << 31 else c
+
+
+_K1, _K2, _M1, _M2 = _s32(0x27D4EB2D), _s32(0x165667B1), _s32(0x7FEB352D), _s32(0x846CA68B)
+
+
+def mul32(h: Tensor, c: int) -> Tensor:
+    """h * c modulo 2**32 for a 32-bit hash held in int32 (wrapping multiply, same bits)."""
+    return h * _s32(c)
+
+
+def hash32_i32(x: Tensor) -> Tensor:
+    """`rng.hash32` on int32 tensors (the same 32 bits, in half the memory; shifts are logical)."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * _M1
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * _M2
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
+def _salt32(salt: Tensor | int) -> Tensor | int:
+    if isinstance(salt, Tensor):
+        return (salt & _MASK32).to(torch.int32) if salt.dtype != torch.int32 else salt
+    return _s32(salt)
+
+
 def lattice_hash(ix: Tensor, iy: Tensor, salt: Tensor | int) -> Tensor:
-    """32-bit hash of integer lattice points (int64 tensors) and a per-program salt -> int64."""
-    h = (ix * 0x27D4EB2D) ^ (iy * 0x165667B1) ^ salt
-    return hash32(h & _MASK32)
+    """32-bit hash of integer lattice points (int32 tensors) and a per-program salt -> int32.
+
+    The bits are those of the int64 formula hash32((ix * 0x27D4EB2D) ^ (iy * 0x165667B1) ^ salt)
+    taken mod 2**32: int32 products wrap to the same low 32 bits.
+    """
+    return hash32_i32((ix * _K1) ^ (iy * _K2) ^ _salt32(salt))
 
 
 def hash_unit(h: Tensor) -> Tensor:
-    """An int64 hash in [0, 2**32) -> float32 in [0, 1) (24 bits, exact in float32)."""
-    return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
+    """A 32-bit hash (int32 bits or int64 in [0, 2**32)) -> float32 in [0, 1) (24 bits, exact)."""
+    return ((h >> 8) & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
 
 
 def to_lattice(x: Tensor) -> Tensor:
-    """floor(x) as int64, clamped so that wild coordinates (after inversions) cannot overflow."""
-    return torch.floor(x.clamp(-1e7, 1e7)).to(torch.int64)
+    """floor(x) as int32, clamped so that wild coordinates (after inversions) cannot overflow."""
+    return torch.floor(x.clamp(-1e7, 1e7)).to(torch.int32)
 
 
 def value_noise(x: Tensor, y: Tensor, salt: Tensor | int) -> Tensor:
@@ -114,10 +144,15 @@ def value_noise(x: Tensor, y: Tensor, salt: Tensor | int) -> Tensor:
     fx, fy = x - ix.to(x.dtype), y - iy.to(y.dtype)
     ux = fx * fx * fx * (fx * (fx * 6.0 - 15.0) + 10.0)
     uy = fy * fy * fy * (fy * (fy * 6.0 - 15.0) + 10.0)
-    a = hash_unit(lattice_hash(ix, iy, salt))
-    b = hash_unit(lattice_hash(ix + 1, iy, salt))
-    c = hash_unit(lattice_hash(ix, iy + 1, salt))
-    d = hash_unit(lattice_hash(ix + 1, iy + 1, salt))
+    # (ix + 1) * K = ix * K + K modulo 2**32: the four corners share two products.
+    hx0 = ix * _K1
+    hx1 = hx0 + _K1
+    hy0 = (iy * _K2) ^ _salt32(salt)
+    hy1 = ((iy + 1) * _K2) ^ _salt32(salt)
+    a = hash_unit(hash32_i32(hx0 ^ hy0))
+    b = hash_unit(hash32_i32(hx1 ^ hy0))
+    c = hash_unit(hash32_i32(hx0 ^ hy1))
+    d = hash_unit(hash32_i32(hx1 ^ hy1))
     return mix(mix(a, b, ux), mix(c, d, ux), uy)
 
 
@@ -130,7 +165,7 @@ def fbm(
     gain: Tensor | float = 0.5,
     lacunarity: Tensor | float = 2.0,
     drift: Tensor | float = 0.0,
-    mode: str = "plain",
+    mode: str | Tensor = "plain",
 ) -> Tensor:
     """Fractal sum of value noise, normalised to about [0, 1].
 
@@ -141,17 +176,31 @@ def fbm(
         max_octaves: loop bound (Python int), at least octaves.max().
         gain, lacunarity: amplitude and frequency ratios per octave.
         drift: offset added to x per octave, times the octave index (animates octaves apart).
-        mode: "plain", "ridged" (1 - |2n - 1| squared) or "turbulence" (|2n - 1|).
+        mode: "plain", "ridged" (1 - |2n - 1| squared) or "turbulence" (|2n - 1|), or an int64
+            [B, 1, 1] tensor of mode indices (0, 1, 2) choosing per row.
     Returns:
         [B, H, W] values in about [0, 1].
     """
+    modes = present(mode, 3) if isinstance(mode, Tensor) else []
     total = torch.zeros_like(x)
     norm = torch.zeros_like(octaves)
     amp = torch.ones_like(octaves)
-    for k in range(max_octaves):
+    # Octaves past a program's count add exactly 0 (noise is finite): stop at the batch's largest.
+    for k in range(min(max_octaves, int(octaves.max()))):
         on = (octaves > k).to(x.dtype)
         n = value_noise(x + drift * k, y, salt + 977 * k)
-        if mode == "ridged":
+        if isinstance(mode, Tensor):  # per-row mode index (0 plain, 1 ridged, 2 turbulence)
+            if modes[-1] > 0:
+                a = (2.0 * n - 1.0).abs()
+                r = 1.0 - a
+                r = r * r
+                if modes == [1]:
+                    n = r
+                elif modes == [2]:
+                    n = a
+                else:
+                    n = torch.where(mode == 1, r, torch.where(mode == 2, a, n))
+        elif mode == "ridged":
             n = 1.0 - (2.0 * n - 1.0).abs()
             n = n * n
         elif mode == "turbulence":
@@ -221,3 +270,27 @@ def dispatch(kind: Tensor, n: int, fn: Callable[[int, Tensor | None], Tensor]) -
             out = r.new_empty((kind.shape[0],) + tuple(r.shape[1:]))
         out.index_copy_(0, idx, r)
     return out
+
+
+def present(kind: Tensor, n: int) -> list[int]:
+    """Sorted kinds in [0, n) that occur in the int64 [B] (or [B, 1, 1]) tensor `kind` (one sync)."""
+    return [k for k, c in enumerate(torch.bincount(kind.reshape(-1), minlength=n).tolist()) if c]
+
+
+def branch(kind: Tensor, n: int, fns: dict[int, Callable[[], Tensor]]) -> Tensor:
+    """Per-row choice among branches, evaluating only the branches some row uses.
+
+    kind: int64 [B, 1, 1] (or broadcastable) in [0, n); fns[k]() gives the field of branch k.
+    Equivalent, bit for bit, to a chain of `torch.where(kind == k, fns[k](), ...)` over all k:
+    `where` copies the chosen values, and a branch no row chose contributes nothing.
+    """
+    ks = present(kind, n)
+    out = fns[ks[-1]]()
+    for k in reversed(ks[:-1]):
+        out = torch.where(kind == k, fns[k](), out)
+    return out
+
+
+def count_range(v: Tensor) -> tuple[int, int]:
+    """(min, max) of an integer tensor as Python ints (one sync)."""
+    return int(v.min()), int(v.max())

@@ -47,29 +47,64 @@ SPHERE_SPECS = (
 )
 
 
-def _sdf3(k: int, p: dict[str, Tensor], x: Tensor, y: Tensor, z: Tensor) -> Tensor:
-    """Signed distance of primitive k at points (x, y, z) [m, H, W]."""
+def _consts(k: int, p: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per-program [m, 1, 1] constants of primitive k's distance (computed once per batch)."""
     s, ratio = col(p["size"]), col(p["ratio"])
     per = col(p["period"])
-    rep = col(p["repeat"]) == 1
-    x = torch.where(rep, modp(x + 0.5 * per, per) - 0.5 * per, x)
-    z = torch.where(rep, modp(z + 0.5 * per, per) - 0.5 * per, z)
-    tw = torch.where(col(p["twist_on"]) == 1, col(p["twist"]), torch.zeros_like(s))
-    x, z = rotate(x, z, tw * y)
+    c = {"s": s, "per": per, "hper": 0.5 * per, "rep": col(p["repeat"]) == 1}
+    c |= {"tw": col(p["twist"]), "twon": col(p["twist_on"]) == 1}
+    if k in (1, 6):
+        c["b"] = s * (0.75 if k == 1 else 0.55)
+        c["by"] = c["b"] * (0.6 + ratio)
+        c["s4"] = 0.25 * s
+    elif k == 2:
+        c["sr"] = s * ratio
+    elif k == 3:
+        c["ns"], c["sr"] = -s, s * ratio * 1.5
+    elif k == 4:
+        c["g"], c["s13"] = col(p["gyro_k"]), 1.3 * s
+    elif k == 5:
+        c["s12"] = 1.2 * s
+    return c
+
+
+def _sdf3(
+    k: int, c: dict[str, Tensor], x: Tensor, y: Tensor, z: Tensor, use: tuple[int, int] = (1, 1)
+) -> Tensor:
+    """Signed distance of primitive k at points (x, y, z) [m, H, W]; c from `_consts`.
+
+    use: (repeat, twist) flags of the batch, each 0 (no row uses it), 2 (every row) or 1 (some);
+    rows that do not repeat / twist keep their coordinates exactly in every case.
+    """
+    s = c["s"]
+    if use[0]:
+        per, hper = c["per"], c["hper"]
+        rx = modp(x + hper, per) - hper
+        rz = modp(z + hper, per) - hper
+        if use[0] == 2:
+            x, z = rx, rz
+        else:
+            x, z = torch.where(c["rep"], rx, x), torch.where(c["rep"], rz, z)
+    if use[1]:
+        tx, tz = rotate(x, z, c["tw"] * y)
+        if use[1] == 2:
+            x, z = tx, tz
+        else:
+            x, z = torch.where(c["twon"], tx, x), torch.where(c["twon"], tz, z)
     if k == 0:
         return torch.sqrt(x * x + y * y + z * z) - s
     if k in (1, 6):
-        b = s * (0.75 if k == 1 else 0.55)
-        qx, qy, qz = x.abs() - b, y.abs() - b * (0.6 + ratio), z.abs() - b
+        b = c["b"]
+        qx, qy, qz = x.abs() - b, y.abs() - c["by"], z.abs() - b
         out = torch.sqrt(qx.clamp_min(0) ** 2 + qy.clamp_min(0) ** 2 + qz.clamp_min(0) ** 2)
         out = out + torch.maximum(qx, torch.maximum(qy, qz)).clamp_max(0)
-        return out if k == 1 else out - 0.25 * s
+        return out if k == 1 else out - c["s4"]
     if k == 2:
-        return length(length(x, z) - s, y) - s * ratio
+        return length(length(x, z) - s, y) - c["sr"]
     if k == 3:
-        return torch.sqrt(x * x + (y - y.clamp(-s, s)) ** 2 + z * z) - s * ratio * 1.5
+        return torch.sqrt(x * x + (y - y.clamp(c["ns"], s)) ** 2 + z * z) - c["sr"]
     if k == 4:
-        g = col(p["gyro_k"])
+        g = c["g"]
         gx, gy, gz = x * g, y * g, z * g
         gyr = (
             torch.sin(gx) * torch.cos(gy)
@@ -77,8 +112,8 @@ def _sdf3(k: int, p: dict[str, Tensor], x: Tensor, y: Tensor, z: Tensor) -> Tens
             + torch.sin(gz) * torch.cos(gx)
         )
         d = (gyr.abs() - 0.3) / g * 0.6
-        return torch.maximum(d, torch.sqrt(x * x + y * y + z * z) - 1.3 * s)
-    return (x.abs() + y.abs() + z.abs() - 1.2 * s) * 0.577
+        return torch.maximum(d, torch.sqrt(x * x + y * y + z * z) - c["s13"])
+    return (x.abs() + y.abs() + z.abs() - c["s12"]) * 0.577
 
 
 def _trace(k: int, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) -> Tensor:
@@ -103,19 +138,27 @@ def _trace(k: int, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) -> Ten
     dx, dy, dz = fx * fov + x * rx + y * ux, fy * fov + y * uy, fz * fov + x * rz + y * uz
     n = torch.sqrt(dx * dx + dy * dy + dz * dz)
     dx, dy, dz = dx / n, dy / n, dz / n
+    use = tuple(
+        0 if not bool(v.any()) else 2 if bool(v.all()) else 1
+        for v in (p["repeat"] == 1, p["twist_on"] == 1)
+    )
+    c = _consts(k, p)
     depth = torch.zeros_like(x)
     for _ in range(_MARCH):
-        d = _sdf3(k, p, ox + dx * depth, oy + dy * depth, oz + dz * depth)
-        depth = (depth + 0.8 * d).clamp(0.0, 20.0)
+        d = _sdf3(
+            k, c, torch.addcmul(ox, dx, depth), torch.addcmul(oy, dy, depth),
+            torch.addcmul(oz, dz, depth), use,
+        )  # fmt: skip
+        depth = depth.add_(d, alpha=0.8).clamp_(0.0, 20.0)
     px, py, pz = ox + dx * depth, oy + dy * depth, oz + dz * depth
-    d = _sdf3(k, p, px, py, pz)
+    d = _sdf3(k, c, px, py, pz, use)
     hit = (d.abs() < 0.02 + 0.005 * depth) & (depth < 19.0)
     e = 1e-3
     taps = ((1, -1, -1), (-1, -1, 1), (-1, 1, -1), (1, 1, 1))
     nx = ny = nz = torch.zeros_like(x)
-    for a, b, c in taps:
-        v = _sdf3(k, p, px + a * e, py + b * e, pz + c * e)
-        nx, ny, nz = nx + a * v, ny + b * v, nz + c * v
+    for a, b, cc in taps:
+        v = _sdf3(k, c, px + a * e, py + b * e, pz + cc * e, use)
+        nx, ny, nz = nx + a * v, ny + b * v, nz + cc * v
     nl = torch.sqrt(nx * nx + ny * ny + nz * nz).clamp_min(1e-9)
     nx, ny, nz = nx / nl, ny / nl, nz / nl
     lv = p["light"] + torch.tensor([0.3, 0.8, 0.5], device=x.device)

@@ -49,9 +49,7 @@ class Spec:
             span = int(self.hi) - int(self.lo) + 1
             v = int(self.lo) + torch.floor(u * span).to(torch.int64).clamp_(max=span - 1)
         elif self.kind == "choice":
-            w = self.weights or (1.0,) * len(self.choices)
-            cum = torch.tensor(w, dtype=torch.float64).cumsum(0) / sum(w)
-            edges = cum[:-1].to(torch.float32).to(u.device)
+            edges = _choice_edges(self.weights or (1.0,) * len(self.choices), u.device)
             v = (u[..., None] >= edges).sum(-1).to(torch.int64)
         else:
             raise ValueError(f"unknown spec kind {self.kind!r}")
@@ -86,6 +84,18 @@ class Spec:
         lo = int(self.lo) if self.kind == "int" else (0 if self.discrete else self.lo)
         t = torch.full((self.n,), lo, dtype=dtype, device=device)
         return t[0] if self.n == 1 else t
+
+
+_EDGES: dict[tuple, Tensor] = {}
+
+
+def _choice_edges(w: tuple[float, ...], device: torch.device) -> Tensor:
+    """float32 bin edges of a weighted choice (cached: decoding runs for every batch)."""
+    key = (w, device)
+    if key not in _EDGES:
+        cum = torch.tensor(w, dtype=torch.float64).cumsum(0) / sum(w)
+        _EDGES[key] = cum[:-1].to(torch.float32).to(device)
+    return _EDGES[key]
 
 
 def F(name: str, lo: float, hi: float, n: int = 1) -> Spec:

@@ -12,6 +12,7 @@ from procvision.data.shaders.family import Family
 from procvision.data.shaders.ops import (
     TAU,
     atan2,
+    branch,
     clamp01,
     col,
     dispatch,
@@ -50,7 +51,12 @@ NOISE_SPECS = (
 )
 
 
+_PLAIN_KINDS = (0, 1, 2, 5, 6)  # variants made of one fbm call (mode per row)
+
+
 def _noise(k: int, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) -> Tensor:
+    """Variant group k for m programs: 0 = the one-fbm variants (fbm, ridged, turbulence, marble,
+    wood; each row picks its own with `branch`), 3 = warp, 4 = warp2."""
     sc = col(p["scale"])
     x = x * sc + col(p["flow"][:, 0]) * t
     y = y * sc + col(p["flow"][:, 1]) * t
@@ -58,13 +64,12 @@ def _noise(k: int, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) -> Ten
     octv = col(p["octaves"]).to(x.dtype)
     g, lac = col(p["gain"]), col(p["lacunarity"])
     drift = 0.05 * t
+    var = col(p["variant"])
 
-    def f(a: Tensor, b: Tensor, s: int = 0, mode: str = "plain", oc: Tensor = octv) -> Tensor:
-        return fbm(a, b, salt + s, oc, _OCT_MAX, g, lac, drift, mode)
+    def f(a: Tensor, b: Tensor, s: int, oc: Tensor) -> Tensor:
+        return fbm(a, b, salt + s, oc, _OCT_MAX, g, lac, drift)
 
-    if k in (0, 1, 2):
-        v = f(x, y, mode=NOISE_VARIANTS[k])
-    elif k in (3, 4):
+    if k in (3, 4):
         oc = octv.clamp_max(4.0)  # warps call fbm 3 or 5 times: fewer octaves keep cost down
         wk = col(p["warp_k"])
         qx, qy = f(x, y, 0, oc=oc), f(x + 5.2, y + 1.3, 1, oc=oc)
@@ -73,10 +78,16 @@ def _noise(k: int, p: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor) -> Ten
             ry = f(x + wk * qx + 8.3, y + wk * qy + 2.8, 3, oc=oc)
             qx, qy = rx, ry
         v = f(x + wk * qx, y + wk * qy, 4, oc=oc) + 0.3 * (length(qx, qy) - 0.7)
-    elif k == 5:
-        v = 0.5 + 0.5 * torch.sin(col(p["freq"]) * (x + 2.0 * f(x, y)))
     else:
-        v = fract(col(p["freq"]) * (length(x, y) * 0.3 + 0.4 * f(x, y)))
+        # marble (5) and wood (6) shade a plain fbm
+        mode = torch.where(var >= 5, 0, var)
+        n = fbm(x, y, salt, octv, _OCT_MAX, g, lac, drift, mode)
+        kinds = {
+            0: lambda: n,
+            5: lambda: 0.5 + 0.5 * torch.sin(col(p["freq"]) * (x + 2.0 * n)),
+            6: lambda: fract(col(p["freq"]) * (length(x, y) * 0.3 + 0.4 * n)),
+        }
+        v = branch(torch.where(var < 5, 0, var), 7, kinds)
     return 0.5 + (v - 0.5) * col(p["contrast"])
 
 
@@ -87,7 +98,9 @@ def render_noise(prm: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, px: fl
     def run(k: int, idx: Tensor | None) -> Tensor:
         return _noise(k, sel_dict(prm, idx), sel(x, idx), sel(y, idx), sel(t, idx))
 
-    return colour(prm, dispatch(prm["variant"], len(NOISE_VARIANTS), run), t)
+    var = prm["variant"]
+    group = torch.where((var == 3) | (var == 4), var, 0)  # one group for all one-fbm variants
+    return colour(prm, dispatch(group, len(NOISE_VARIANTS), run), t)
 
 
 NOISE = Family("noise", NOISE_SPECS, render_noise, "fbm and domain-warped value noise")
@@ -124,7 +137,7 @@ def render_voronoi(prm: dict[str, Tensor], x: Tensor, y: Tensor, t: Tensor, px: 
         for ox in (-1, 0, 1):
             h = lattice_hash(ix + ox, iy + oy, salt)
             hx = (h & 0xFFFF).to(x.dtype) * (1.0 / 65536.0)
-            hy = (h >> 16).to(x.dtype) * (1.0 / 65536.0)
+            hy = ((h >> 16) & 0xFFFF).to(x.dtype) * (1.0 / 65536.0)
             dx = ox + 0.5 + 0.5 * jit * torch.sin(w + TAU * hx) - fx
             dy = oy + 0.5 + 0.5 * jit * torch.sin(0.8 * w + TAU * hy) - fy
             d = torch.where(
