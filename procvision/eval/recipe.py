@@ -193,9 +193,5 @@ def class_table(memory: VisualMemory, names: list[str]) -> tuple[list[str], np.n
 
 
 def set_class_names(mem: VisualMemory, names: list[str]) -> None:
-    """Extend the class-name table (existing names keep their indices). VisualMemory has no public
-    setter yet, so this writes its attribute; `save` stores the new table in the manifest."""
-    old = mem.class_names or []
-    if names[: len(old)] != old:
-        raise ValueError("class names can only be appended to")
-    mem._class_names = list(names)  # noqa: SLF001
+    """Extend the class-name table (existing names keep their indices); `save` stores it."""
+    mem.extend_class_names(names)

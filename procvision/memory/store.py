@@ -162,6 +162,16 @@ class VisualMemory:
     def class_names(self) -> list[str] | None:
         return None if self._class_names is None else list(self._class_names)
 
+    def extend_class_names(self, names: list[str]) -> None:
+        """Grow the class-name table (label i is named names[i]); existing names keep their
+        indices, so labels already stored keep their meaning. `save` writes the new table."""
+        old = self._class_names or []
+        if list(names[: len(old)]) != list(old):
+            raise ValueError(
+                f"class names can only be appended to: the memory has {old}, got {list(names)}"
+            )
+        self._class_names = [str(n) for n in names]
+
     @property
     def classes(self) -> np.ndarray:
         """Sorted distinct labels present, int64 [C]; votes use their positions as class indices."""
