@@ -108,11 +108,25 @@ def _fixed_point_bits(n_points: int) -> int:
     return min(36, 52 - math.ceil(math.log2(max(n_points, 2))))
 
 
+def _lex_extreme(pts: torch.Tensor, largest: bool) -> torch.Tensor:
+    """Index [B] of the first pixel whose colour is lexicographically smallest (or largest).
+
+    Args:
+        pts: float [B, 3, N] colours.
+    """
+    v = -pts if largest else pts
+    tied = torch.ones(pts.shape[0], pts.shape[2], dtype=torch.bool, device=pts.device)
+    for c in range(3):  # narrow the candidates channel by channel: R, then G, then B
+        vc = torch.where(tied, v[:, c], torch.inf)
+        tied &= vc == vc.min(1, keepdim=True).values
+    return tied.to(torch.uint8).argmax(1)
+
+
 def two_means(x: torch.Tensor, iters: int = 3) -> torch.Tensor:
     """Batched 2-means of the pixel colours, as the paper's KML (spec §2.4).
 
-    Initial centroids are the colours of the pixels with the smallest and largest 8-bit colour key
-    R*65536 + G*256 + B (first such pixel). Each of `iters` Lloyd steps assigns every pixel to
+    Initial centroids are the lexicographically smallest and largest colours (R, then G, then B,
+    compared as floats like the authors' `np.unique(X, axis=0)`; first such pixel). Each of `iters` Lloyd steps assigns every pixel to
     the nearer centroid (ties -> cluster 0) and moves each centroid to its cluster's mean; an empty
     cluster keeps its centroid. Distances are compared in float64; centroid sums are sums of
     fixed-point integers held in float64 (exact below 2**53), so the result depends neither on
@@ -127,9 +141,7 @@ def two_means(x: torch.Tensor, iters: int = 3) -> torch.Tensor:
     b = x.shape[0]
     pts = x.flatten(2).float()  # [B, 3, N]
     n_pts = pts.shape[2]
-    q = (pts * 255).round().to(torch.int64)
-    key = q[:, 0] * 65536 + q[:, 1] * 256 + q[:, 2]  # [B, N]
-    first = torch.stack([key.argmin(1), key.argmax(1)], 1)  # [B, 2]
+    first = torch.stack([_lex_extreme(pts, False), _lex_extreme(pts, True)], 1)  # [B, 2]
     cent = pts.gather(2, first[:, None, :].expand(-1, 3, -1)).transpose(1, 2).double()  # [B, 2, 3]
     pd = pts.double()
     scale = float(2 ** _fixed_point_bits(n_pts))

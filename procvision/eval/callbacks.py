@@ -7,7 +7,8 @@ Fig. 12) each work in two ways:
   no grad, bounded memory) and evaluate;
 - at the end of a validation epoch (`procvision validate` with `KNNDataModule`): they use what the
   model's `validation_step` collected, `pl_module.collected[0]` (memory) and `[1]` (queries).
-Metrics are logged with `pl_module.log_dict` (so checkpoints can monitor them) on global rank 0.
+Metrics are logged with `pl_module.log_dict(..., rank_zero_only=True)` on global rank 0: they go to
+the loggers, but under DDP they must not be used as a checkpoint or early-stopping monitor.
 """
 
 from __future__ import annotations
@@ -113,10 +114,14 @@ class _MemoryEvalCallback(pl.Callback):
 
     # ----- hooks --------------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._due(trainer) or not trainer.is_global_zero:
+        if not self._due(trainer):
             return
-        memory, queries = self._embed_own(pl_module)
-        self._evaluate(trainer, pl_module, memory, queries, self._datasets(pl_module))
+        if trainer.is_global_zero:
+            memory, queries = self._embed_own(pl_module)
+            self._evaluate(trainer, pl_module, memory, queries, self._datasets(pl_module))
+        # the other ranks wait here rather than inside their next collective, where a long
+        # evaluation on rank 0 could run past the process-group timeout
+        trainer.strategy.barrier("procvision-eval")
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:

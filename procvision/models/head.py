@@ -54,6 +54,8 @@ class DINOHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, in_dim] -> logits [B, out_dim]."""
         x = self.mlp(x)
-        eps = 1e-6 if x.dtype == torch.float32 else 1e-4  # fp16-safe
-        x = F.normalize(x, dim=-1, p=2, eps=eps)
-        return self.last_layer(x)
+        # The logits are cosines that the loss divides by a temperature of ~0.04: computed in bf16
+        # they would carry ~0.05 of rounding error into the teacher targets, so stay in fp32.
+        with torch.autocast(x.device.type, enabled=False):
+            x = F.normalize(x.float(), dim=-1, p=2, eps=1e-6)
+            return self.last_layer(x)

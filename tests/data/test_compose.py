@@ -51,7 +51,7 @@ def _two_colour(a, b, size=64):
 
 
 def test_kml_mask_two_colour_image():
-    left, right = (0.2, 0.5, 0.9), (0.8, 0.1, 0.1)  # left has the smaller colour key (R first)
+    left, right = (0.2, 0.5, 0.9), (0.8, 0.1, 0.1)  # left is lexicographically smaller (R first)
     m = kml_mask(_two_colour(left, right))
     assert m.shape == (1, 1, 64, 64)
     # cluster 0 (seeded by the smallest colour) is the left half; only the boundary is soft
@@ -73,10 +73,9 @@ def test_kml_mask_constant_image_is_all_ones():
 def _reference_two_means(x: np.ndarray, iters: int = 3) -> np.ndarray:
     """Spec §2.4 equations in numpy float64, one image [3, H, W] (float32 input)."""
     pts32 = x.reshape(3, -1).T
-    q = np.round(pts32 * np.float32(255)).astype(np.int64)
-    key = q[:, 0] * 65536 + q[:, 1] * 256 + q[:, 2]
+    u = np.unique(pts32, axis=0)  # rows sorted lexicographically (R, then G, then B)
     pts = pts32.astype(np.float64)
-    c = pts[[np.argmin(key), np.argmax(key)]].copy()
+    c = u[[0, -1]].astype(np.float64)
     for _ in range(iters):
         d = ((pts[:, None, :] - c[None]) ** 2).sum(-1)
         a = (d[:, 1] < d[:, 0]).astype(np.int64)  # ties -> cluster 0

@@ -131,3 +131,14 @@ def test_kl_identity_used_for_logging():
     kls = [diag.kl_divergence(t[q], s[v]) for q in range(2) for v in range(5) if v != q]
     want = torch.stack(kls).mean()
     torch.testing.assert_close(pairwise_cross_entropy(t, s) - diag.entropy(t), want)
+
+
+def test_head_logits_stay_fp32_under_bf16_autocast():
+    head = DINOHead(16, out_dim=32, hidden_dim=16, bottleneck_dim=8)
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = head(x)
+    assert y.dtype == torch.float32  # the loss divides these cosines by ~0.04
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = head.last_layer(torch.nn.functional.normalize(head.mlp(x).float(), dim=-1))
+    assert z.dtype == torch.bfloat16  # what would happen without the guard
