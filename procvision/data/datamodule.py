@@ -208,6 +208,10 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
         global_scale: area range of global crops.
         local_scale: area range of local crops.
         aug_seed: augmentation seed (default: `seed`).
+        num_unique: a finite dataset of this many distinct images: sample id i shows image
+            i mod num_unique, rendered once and kept in memory (uint8, like the paper's static
+            export), so later epochs only pay for augmentation. None (default): every sample is
+            a new image. Crops still differ every epoch (their seed is the unreduced id).
     """
 
     def __init__(
@@ -227,8 +231,14 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
         global_scale: tuple[float, float] = (0.4, 1.0),
         local_scale: tuple[float, float] = (0.05, 0.4),
         aug_seed: int | None = None,
+        num_unique: int | None = None,
     ) -> None:
         super().__init__()
+        if num_unique is not None and num_unique < 1:
+            raise ValueError(f"num_unique must be >= 1 or None, got {num_unique}")
+        self.num_unique = num_unique
+        self._cache: torch.Tensor | None = None  # [num_unique, 3, S, S] uint8
+        self._cached: torch.Tensor | None = None  # [num_unique] bool
         if samples_per_epoch < batch_size:
             raise ValueError(f"samples_per_epoch ({samples_per_epoch}) < batch_size ({batch_size})")
         self.family, self._source, self.seed, self.pool_size = family, source, int(seed), pool_size
@@ -268,7 +278,22 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
             "pool_size": self.pool_size,
             "render_size": self.render_size,
             "samples_per_epoch": self.samples_per_epoch,
+            "num_unique": self.num_unique,
         }
+
+    def _render_cached(self, batch: torch.Tensor) -> torch.Tensor:
+        """Images of ids `batch` modulo `num_unique`, rendering only those not seen yet."""
+        n, size = int(self.num_unique), self.render_size
+        if self._cache is None or self._cache.device != batch.device:
+            self._cache = torch.zeros(n, 3, size, size, dtype=torch.uint8, device=batch.device)
+            self._cached = torch.zeros(n, dtype=torch.bool, device=batch.device)
+        ids = batch % n
+        todo = torch.unique(ids[~self._cached[ids]])
+        if todo.numel():
+            fresh = self.source.render(todo, size, batch.device)
+            self._cache[todo] = fresh.clamp(0, 1).mul(255).round().to(torch.uint8)
+            self._cached[todo] = True
+        return self._cache[ids].float().div_(255.0)
 
     def train_dataloader(self) -> DataLoader:
         return _loader(
@@ -287,7 +312,10 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
         ):
             return batch
         with torch.no_grad():
-            images = self.source.render(batch, self.render_size, batch.device)
+            if self.num_unique is None:
+                images = self.source.render(batch, self.render_size, batch.device)
+            else:
+                images = self._render_cached(batch)
         return self._crops(images, batch, int(batch[0]))
 
 

@@ -116,3 +116,27 @@ def test_with_registry_kml_mixup():
     assert [c.shape for c in out["crops"]] == [(2, 3, 16, 16)] * 2 + [(2, 3, 8, 8)]
     assert all(torch.isfinite(c).all() for c in out["crops"])
     assert dm.describe()["family"] == "kml_mixup"
+
+
+def test_procedural_module_num_unique_renders_each_image_once():
+    calls = []
+    dm = make_dm(num_unique=6)
+    render = dm.source.render
+
+    def counting(ids, size, device):
+        calls.append(ids.clone())
+        return render(ids, size, device)
+
+    dm.source.render = counting
+    a = dm.on_after_batch_transfer(torch.tensor([0, 1, 2, 3]), 0)
+    b = dm.on_after_batch_transfer(torch.tensor([6, 7, 8, 9]), 0)  # the same images, mod 6
+    assert torch.equal(calls[0], torch.tensor([0, 1, 2, 3])) and len(calls) == 1  # cached
+    assert not torch.equal(a["crops"][0], b["crops"][0])  # crops still seeded by the raw ids
+    dm.on_after_batch_transfer(torch.tensor([4, 5, 10, 11]), 0)
+    assert torch.equal(calls[1], torch.tensor([4, 5]))  # only the unseen ones are rendered
+    expect = render(torch.tensor([5]), dm.render_size, torch.device("cpu"))
+    got = dm._render_cached(torch.tensor([11]))
+    assert (got - expect.clamp(0, 1)).abs().max() <= 0.5 / 255 + 1e-6  # uint8 cache
+    assert dm.describe()["num_unique"] == 6
+    with pytest.raises(ValueError):
+        make_dm(num_unique=0)
