@@ -88,3 +88,14 @@ def make_image_folder(
         Image.fromarray(coloured_image(CLASS_COLOURS["red"], 7, size=64)).save(buf, quality=90)
         buf.write_bytes(buf.read_bytes()[:200])
     return root
+
+
+# a random backbone small enough for CLI tests (`random:` + json.dumps(TINY_BACKBONE))
+TINY_BACKBONE = {
+    "arch": "vit_tiny_patch16_224",
+    "img_size": 16,
+    "patch_size": 8,
+    "depth": 1,
+    "embed_dim": 32,
+    "num_heads": 2,
+}

@@ -15,16 +15,9 @@ from procvision.data.datasets import EvalTransform, ImageFolder
 from procvision.eval.embed import embed_dataset
 from procvision.memory import VisualMemory, read_audit
 from procvision.models import export_backbone, load_backbone, random_backbone
+from tests.fixtures_real import TINY_BACKBONE as TINY
 from tests.fixtures_real import coloured_image, make_image_folder
 
-TINY = {
-    "arch": "vit_tiny_patch16_224",
-    "img_size": 16,
-    "patch_size": 8,
-    "depth": 1,
-    "embed_dim": 32,
-    "num_heads": 2,
-}
 RANDOM_SPEC = "random:" + json.dumps(TINY)
 
 

@@ -17,15 +17,7 @@ from procvision.eval.embed import embed_dataset
 from procvision.memory import VisualMemory, brute_force_loo, privacy_audit
 from procvision.models import random_backbone
 from tests.fixtures_real import CLASS_COLOURS, coloured_image, make_image_folder
-
-TINY = {
-    "arch": "vit_tiny_patch16_224",
-    "img_size": 16,
-    "patch_size": 8,
-    "depth": 1,
-    "embed_dim": 32,
-    "num_heads": 2,
-}
+from tests.fixtures_real import TINY_BACKBONE as TINY
 
 
 @pytest.fixture(scope="module")

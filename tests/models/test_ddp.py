@@ -4,17 +4,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY_MODEL = [
-    "--model.backbone_kwargs={depth: 1, embed_dim: 32, num_heads: 2}",
-    "--model.out_dim=64",
-    "--model.hidden_dim=32",
-    "--model.bottleneck_dim=16",
-]
-QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
-STAND_IN = ["--data.init_args.source=tests.models.stand_in.GradientSource"]
+from tests.test_cli_fit import QUIET, ROOT, STAND_IN, TINY_MODEL
 
 
 def test_ddp_two_processes_on_gloo(tmp_path):
