@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from procvision.data.bank import BankSource
 from procvision.data.rng import hash_coords, normal, uniform
 from procvision.data.source import Source
 
@@ -99,8 +100,13 @@ def mixup_weights(seed: int, indices: torch.Tensor, n: int, alpha: float) -> tor
 
 
 def _box_blur3(z: torch.Tensor) -> torch.Tensor:
-    """3x3 mean filter with reflect-101 borders (cv2.blur default) on [B, C, H, W]."""
-    return F.avg_pool2d(F.pad(z, (1, 1, 1, 1), mode="reflect"), 3, stride=1)
+    """3x3 mean filter with reflect-101 borders (cv2.blur default) on [B, C, H, W].
+
+    Separable sums: 3x faster than avg_pool2d on CPU, and the same order for every pixel.
+    """
+    p = F.pad(z, (1, 1, 1, 1), mode="reflect")
+    h = p[..., :, :-2] + p[..., :, 1:-1] + p[..., :, 2:]
+    return (h[..., :-2, :] + h[..., 1:-1, :] + h[..., 2:, :]) / 9.0
 
 
 def _fixed_point_bits(n_points: int) -> int:
@@ -209,6 +215,7 @@ class MixupSource(Source):
     """
 
     name = "mixup"
+    finite_by_construction = True
 
     def __init__(self, base: Source, n: int = 6, alpha: float = 1.0, seed: int = 0) -> None:
         super().__init__(seed)
@@ -241,27 +248,43 @@ class MixupSource(Source):
 class KMLSource(Source):
     """Shaders KML (spec §2.4): out = m * s2 + (1 - m) * s3 with m = kml_mask(s1).
 
-    s1, s2, s3 are three independent base images drawn per output index.
+    s1, s2, s3 are three independent base images drawn per output index. Over a `BankSource`
+    the mask of each bank image is computed once and cached (uint8, like the bank itself).
 
     Args:
         base: source of shapes and textures.
         seed: seed of the composition's draws.
-        mask_size: k-means grid side (paper: 256; smaller is cheaper and coarser).
+        mask_size: k-means grid side; None (default): min(256, image side). The paper resizes its
+            384-px shapes to 256; for smaller images an upsample would add pixels, not information.
     """
 
     name = "kml"
+    finite_by_construction = True
 
-    def __init__(self, base: Source, seed: int = 0, mask_size: int = KML_WORK_SIZE) -> None:
+    def __init__(self, base: Source, seed: int = 0, mask_size: int | None = None) -> None:
         super().__init__(seed)
-        if mask_size < 2:
-            raise ValueError(f"mask_size must be >= 2, got {mask_size}")
-        self.base, self.mask_size = base, int(mask_size)
+        if mask_size is not None and mask_size < 2:
+            raise ValueError(f"mask_size must be >= 2 or None, got {mask_size}")
+        self.base = base
+        self.mask_size = None if mask_size is None else int(mask_size)
+
+    def work_size(self, size: int) -> int:
+        """Side of the 2-means grid for images of side `size`."""
+        return min(KML_WORK_SIZE, size) if self.mask_size is None else self.mask_size
 
     def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
         b = indices.numel()
         src = draw_indices(self.seed, indices, _S_KML_INDEX, 3)  # [B, 3]: s1, s2, s3
+        if isinstance(self.base, BankSource):
+            # s1 is a bank image, so its mask is too: computed once per bank entry.
+            work = self.work_size(size)
+            m = self.base.derived(
+                f"kml_mask/{work}", src[:, 0], size, lambda s1: kml_mask(s1, work)
+            )
+            tex = self.base.render(src[:, 1:].reshape(-1), size, device).view(b, 2, 3, size, size)
+            return m * tex[:, 0] + (1.0 - m) * tex[:, 1]
         imgs = self.base.render(src.reshape(-1), size, device).view(b, 3, 3, size, size)
-        m = kml_mask(imgs[:, 0], self.mask_size)
+        m = kml_mask(imgs[:, 0], self.work_size(size))
         return m * imgs[:, 1] + (1.0 - m) * imgs[:, 2]
 
     def describe(self) -> dict:
@@ -276,12 +299,13 @@ class KMLMixupSource(Source):
     Args:
         base: source under the KML composition.
         seed: seed of the composition (shared with its inner KMLSource).
-        mask_size: k-means grid side of the inner KML.
+        mask_size: k-means grid side of the inner KML (None: min(256, image side)).
     """
 
     name = "kml_mixup"
+    finite_by_construction = True
 
-    def __init__(self, base: Source, seed: int = 0, mask_size: int = KML_WORK_SIZE) -> None:
+    def __init__(self, base: Source, seed: int = 0, mask_size: int | None = None) -> None:
         super().__init__(seed)
         self.kml = KMLSource(base, seed=seed, mask_size=mask_size)
 

@@ -237,8 +237,7 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
         if num_unique is not None and num_unique < 1:
             raise ValueError(f"num_unique must be >= 1 or None, got {num_unique}")
         self.num_unique = num_unique
-        self._cache: torch.Tensor | None = None  # [num_unique, 3, S, S] uint8
-        self._cached: torch.Tensor | None = None  # [num_unique] bool
+        self._bank: Source | None = None  # BankSource over `source` when num_unique is set
         if samples_per_epoch < batch_size:
             raise ValueError(f"samples_per_epoch ({samples_per_epoch}) < batch_size ({batch_size})")
         self.family, self._source, self.seed, self.pool_size = family, source, int(seed), pool_size
@@ -281,19 +280,16 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
             "num_unique": self.num_unique,
         }
 
-    def _render_cached(self, batch: torch.Tensor) -> torch.Tensor:
-        """Images of ids `batch` modulo `num_unique`, rendering only those not seen yet."""
-        n, size = int(self.num_unique), self.render_size
-        if self._cache is None or self._cache.device != batch.device:
-            self._cache = torch.zeros(n, 3, size, size, dtype=torch.uint8, device=batch.device)
-            self._cached = torch.zeros(n, dtype=torch.bool, device=batch.device)
-        ids = batch % n
-        todo = torch.unique(ids[~self._cached[ids]])
-        if todo.numel():
-            fresh = self.source.render(todo, size, batch.device)
-            self._cache[todo] = fresh.clamp(0, 1).mul(255).round().to(torch.uint8)
-            self._cached[todo] = True
-        return self._cache[ids].float().div_(255.0)
+    @property
+    def stream_source(self) -> Source:
+        """What training draws from: `source`, or a bank of `num_unique` of its images."""
+        if self.num_unique is None:
+            return self.source
+        if self._bank is None:
+            from procvision.data.bank import BankSource
+
+            self._bank = BankSource(self.source, self.num_unique)
+        return self._bank
 
     def train_dataloader(self) -> DataLoader:
         return _loader(
@@ -312,10 +308,7 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
         ):
             return batch
         with torch.no_grad():
-            if self.num_unique is None:
-                images = self.source.render(batch, self.render_size, batch.device)
-            else:
-                images = self._render_cached(batch)
+            images = self.stream_source.render(batch, self.render_size, batch.device)
         return self._crops(images, batch, int(batch[0]))
 
 

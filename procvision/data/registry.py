@@ -108,6 +108,9 @@ def make_source(
         **kwargs: options of the family; for compositions, `base` (one of BASES, default
             "shaders") and the composition's own options (Mixup: n, alpha; KML: mask_size); all
             others go to the base (e.g. ShaderSource's families, filter_degenerate, supersample).
+            `bank_size=N` (any family) keeps N base images rendered once (`BankSource`): a
+            composition then mixes a fixed bank of base images on the fly, like the paper's
+            pre-rendered Shaders21k; a base family becomes a fixed set of N images.
     Returns:
         the Source.
     Raises:
@@ -115,12 +118,23 @@ def make_source(
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; valid families: {', '.join(FAMILIES)}")
+    bank_size = kwargs.pop("bank_size", None)
     if family not in COMPOSITIONS:
         if "base" in kwargs:
             raise ValueError(f"family {family!r} is not a composition and takes no base")
-        return make_base(family, seed=seed, pool_size=pool_size, root=root, **kwargs)
+        return _banked(
+            make_base(family, seed=seed, pool_size=pool_size, root=root, **kwargs), bank_size
+        )
     base_family = kwargs.pop("base", "shaders")
     cls = _composition_class(family)
     own = {k: kwargs.pop(k) for k in list(kwargs) if k in _accepted(cls) - {"base", "seed"}}
     base = make_base(base_family, seed=seed, pool_size=pool_size, root=root, **kwargs)
-    return _build(cls, family, {"base": base, "seed": seed, **own})
+    return _build(cls, family, {"base": _banked(base, bank_size), "seed": seed, **own})
+
+
+def _banked(source: Source, bank_size: int | None) -> Source:
+    if bank_size is None:
+        return source
+    from procvision.data.bank import BankSource
+
+    return BankSource(source, bank_size)

@@ -23,6 +23,9 @@ class Source(ABC):
     """
 
     name: str = "source"
+    # True for sources whose output is built only from other sources' (already sanitised)
+    # images with finite weights: render then only clamps, skipping the NaN/inf scan.
+    finite_by_construction: bool = False
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)
@@ -53,8 +56,10 @@ class Source(ABC):
             raise ValueError("indices must be non-negative")
         if indices.numel() == 0:
             return torch.zeros(0, 3, size, size, device=device)
-        out = self._render(indices, int(size), torch.device(device))
-        return torch.nan_to_num(out.float(), nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
+        out = self._render(indices, int(size), torch.device(device)).float()
+        if not self.finite_by_construction:
+            out = torch.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0)
+        return out.clamp_(0.0, 1.0)
 
     @abstractmethod
     def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:

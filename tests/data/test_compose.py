@@ -181,3 +181,13 @@ def test_mixup_and_kml_mixup_definitions_and_base_calls():
     torch.testing.assert_close(out, 0.5 * km.kml.render(idx, 16) + 0.5 * km.kml.render(jj, 16))
     d = km.describe()
     assert d["kml"]["base"]["family"] == "gradient"
+
+
+def test_kml_default_mask_size_is_the_image_side_up_to_256():
+    base = GradientSource()
+    default = KMLSource(base, seed=1)
+    assert default.work_size(32) == 32 and default.work_size(384) == 256
+    idx = torch.arange(4)
+    assert torch.equal(
+        default.render(idx, 32), KMLSource(base, seed=1, mask_size=32).render(idx, 32)
+    )

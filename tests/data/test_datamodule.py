@@ -135,7 +135,7 @@ def test_procedural_module_num_unique_renders_each_image_once():
     dm.on_after_batch_transfer(torch.tensor([4, 5, 10, 11]), 0)
     assert torch.equal(calls[1], torch.tensor([4, 5]))  # only the unseen ones are rendered
     expect = render(torch.tensor([5]), dm.render_size, torch.device("cpu"))
-    got = dm._render_cached(torch.tensor([11]))
+    got = dm.stream_source.render(torch.tensor([11]), dm.render_size)
     assert (got - expect.clamp(0, 1)).abs().max() <= 0.5 / 255 + 1e-6  # uint8 cache
     assert dm.describe()["num_unique"] == 6
     with pytest.raises(ValueError):
