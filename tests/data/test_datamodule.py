@@ -140,3 +140,20 @@ def test_procedural_module_num_unique_renders_each_image_once():
     assert dm.describe()["num_unique"] == 6
     with pytest.raises(ValueError):
         make_dm(num_unique=0)
+
+
+def test_procedural_module_streams_kml_mixup_from_a_bank():
+    dm = make_dm(
+        source=None,
+        family="kml_mixup",
+        pool_size=64,
+        source_kwargs={"bank_size": 16, "families": ["periodic", "noise"]},
+    )
+    bank = dm.source.kml.base
+    a = dm.on_after_batch_transfer(torch.tensor([0, 1, 2, 3]), 0)
+    filled = bank.filled(dm.render_size)
+    assert 0 < filled <= 16
+    b = dm.on_after_batch_transfer(torch.tensor([100, 101, 102, 103]), 0)
+    assert not torch.equal(a["crops"][0], b["crops"][0])  # new composites, same bank
+    assert bank.filled(dm.render_size) <= 16
+    assert dm.describe()["kml"]["base"]["bank_size"] == 16
