@@ -8,7 +8,11 @@ the cost of six fresh renders. Put a bank over a whole source (`ProceduralDataMo
 and training sees a fixed dataset of N images.
 
 Image i of a bank is image (i mod bank_size) of the wrapped source, quantised to uint8 like the
-paper's JPEGs; it stays a pure function of (source, bank_size, i), independent of batch and device.
+paper's JPEGs; it stays a pure function of (source, bank_size, i), independent of the batch (and of
+the device up to one quantisation step, where CPU and GPU renders differ in the last bits).
+
+Memory: N x 3 x S^2 bytes per (size, device), plus N x S^2 per cached KML mask grid: 8,192 images
+at 32 px take 25 MB; 21,083 at 384 px take 9.3 GB (+3.1 GB of masks) on every rank.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class BankSource(Source):
         self._derived: dict[tuple[str, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _slot(self, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images uint8 [N, 3, size, size], filled bool [N]) of one (size, device), created empty."""
         key = (size, _canonical(device))
         if key not in self._images:
             n = self.bank_size
@@ -60,6 +65,7 @@ class BankSource(Source):
         return self._images[key], self._filled[key]
 
     def _fill(self, ids: torch.Tensor, size: int, device: torch.device) -> None:
+        """Render the entries of `ids` (int64 [B] in [0, N)) that the bank lacks."""
         images, filled = self._slot(size, device)
         todo = torch.unique(ids[~filled[ids]])
         if todo.numel():
@@ -130,6 +136,7 @@ class BankSource(Source):
         return values[ids].float().div_(255.0)
 
     def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+        """Bank images of `indices` (int64 [B]) as float [B, 3, size, size] in [0, 1]."""
         ids = indices % self.bank_size
         self._fill(ids, size, device)
         images, _ = self._slot(size, device)

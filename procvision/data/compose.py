@@ -79,6 +79,17 @@ def _log_gamma(seed: int, indices: torch.Tensor, n: int, alpha: float) -> torch.
     return log_g
 
 
+ALPHA_RANGE = (1e-6, 1e6)  # beyond it the gamma draws under/overflow float64 and give NaN weights
+
+
+def _check_alpha(alpha: float) -> None:
+    lo, hi = ALPHA_RANGE
+    if not lo <= alpha <= hi:
+        raise ValueError(
+            f"alpha (Dirichlet concentration) must be in [{lo:g}, {hi:g}], got {alpha}"
+        )
+
+
 def mixup_weights(seed: int, indices: torch.Tensor, n: int, alpha: float) -> torch.Tensor:
     """Dirichlet(alpha, ..., alpha) weights for Mixup of n images.
 
@@ -92,8 +103,7 @@ def mixup_weights(seed: int, indices: torch.Tensor, n: int, alpha: float) -> tor
     """
     if not 1 <= n <= 1024:
         raise ValueError(f"n (images per Mixup) must be in [1, 1024], got {n}")
-    if not alpha > 0:
-        raise ValueError(f"alpha (Dirichlet concentration) must be > 0, got {alpha}")
+    _check_alpha(alpha)
     indices = torch.as_tensor(indices, dtype=torch.int64).reshape(-1)
     # Normalising gamma samples = softmax of their logs (stable for tiny alpha).
     return torch.softmax(_log_gamma(seed, indices, n, float(alpha)), dim=1).float()
@@ -221,8 +231,7 @@ class MixupSource(Source):
         super().__init__(seed)
         if not 1 <= n <= 1024:  # the counter RNG gives each draw 1024 values per index
             raise ValueError(f"n (images per Mixup) must be in [1, 1024], got {n}")
-        if not alpha > 0:
-            raise ValueError(f"alpha (Dirichlet concentration) must be > 0, got {alpha}")
+        _check_alpha(alpha)
         self.base, self.n, self.alpha = base, int(n), float(alpha)
 
     def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
@@ -288,7 +297,8 @@ class KMLSource(Source):
         return m * imgs[:, 1] + (1.0 - m) * imgs[:, 2]
 
     def describe(self) -> dict:
-        return {**super().describe(), "mask_size": self.mask_size, "base": self.base.describe()}
+        mask = "min(256, size)" if self.mask_size is None else self.mask_size
+        return {**super().describe(), "mask_size": mask, "base": self.base.describe()}
 
 
 class KMLMixupSource(Source):

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from procvision.data.augment import MultiCropAugment, make_generator
+from procvision.data.bank import BankSource
 from procvision.data.rng import derive_seed
 from procvision.data.source import Source
 
@@ -237,7 +238,7 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
         if num_unique is not None and num_unique < 1:
             raise ValueError(f"num_unique must be >= 1 or None, got {num_unique}")
         self.num_unique = num_unique
-        self._bank: Source | None = None  # BankSource over `source` when num_unique is set
+        self._bank: BankSource | None = None  # over `source` when num_unique is set
         if samples_per_epoch < batch_size:
             raise ValueError(f"samples_per_epoch ({samples_per_epoch}) < batch_size ({batch_size})")
         self.family, self._source, self.seed, self.pool_size = family, source, int(seed), pool_size
@@ -286,8 +287,6 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
         if self.num_unique is None:
             return self.source
         if self._bank is None:
-            from procvision.data.bank import BankSource
-
             self._bank = BankSource(self.source, self.num_unique)
         return self._bank
 

@@ -133,6 +133,7 @@ def make_source(
 
 
 def _banked(source: Source, bank_size: int | None) -> Source:
+    """`source`, or a BankSource of `bank_size` of its images."""
     if bank_size is None:
         return source
     from procvision.data.bank import BankSource

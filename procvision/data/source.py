@@ -24,7 +24,8 @@ class Source(ABC):
 
     name: str = "source"
     # True for sources whose output is built only from other sources' (already sanitised)
-    # images with finite weights: render then only clamps, skipping the NaN/inf scan.
+    # images with finite weights: render then only clamps, skipping the NaN/inf scan. Such a
+    # source's _render must return a fresh tensor (render clamps it in place).
     finite_by_construction: bool = False
 
     def __init__(self, seed: int = 0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from procvision.data import compose
 from procvision.data.bank import BankSource
 from procvision.data.compose import (
     _S_KML_INDEX,
@@ -15,6 +16,7 @@ from procvision.data.compose import (
     kml_mask,
 )
 from procvision.data.registry import make_source
+from procvision.data.source import Source
 from tests.data.test_compose import GradientSource
 
 Q = 0.5 / 255 + 1e-6  # uint8 quantisation error
@@ -67,17 +69,64 @@ def test_derived_values_are_computed_once_per_entry():
     assert (d1 - want).abs().max() <= Q
 
 
-def test_kml_over_a_bank_uses_the_cached_mask_of_s1():
+def test_kml_over_a_bank_uses_the_cached_mask_of_s1(monkeypatch):
     bank = BankSource(GradientSource(), 16)
     kml = KMLSource(bank, seed=3, mask_size=16)
     idx = torch.arange(20)
+    masked = []
+    real_mask = compose.kml_mask
+    monkeypatch.setattr(compose, "kml_mask", lambda x, w: masked.append(len(x)) or real_mask(x, w))
     out = kml.render(idx, 16)
+    again = kml.render(idx + 1000, 16)  # other composites, mostly the same s1 entries
+    assert sum(masked) <= 16 and len(masked) <= 2 and not torch.equal(out, again)
     src = draw_indices(3, idx, _S_KML_INDEX, 3)
     s = bank.render(src.reshape(-1), 16).view(20, 3, 3, 16, 16)
     m = kml_mask(s[:, 0], 16)
     want = m * s[:, 1] + (1 - m) * s[:, 2]
     assert (out - want).abs().max() <= 2 * Q  # the mask is stored as uint8 too
-    assert torch.equal(out[5:9], kml.render(idx[5:9], 16))  # batch independence
+
+
+def test_banked_compositions_are_independent_of_batch_and_fill_order():
+    def make():
+        return KMLMixupSource(BankSource(GradientSource(), 24), seed=1, mask_size=16)
+
+    idx = torch.arange(60)
+    whole = make().render(idx, 16)
+    other, perm = make(), torch.randperm(60, generator=torch.Generator().manual_seed(0))
+    parts = torch.empty_like(whole)
+    for chunk in perm.split(7):  # another order and batch size fills banks and masks differently
+        parts[chunk] = other.render(idx[chunk], 16)
+    assert torch.equal(whole, parts)
+
+
+class NaNSource(Source):
+    """A broken base: NaN, inf and out-of-range values in every image."""
+
+    name = "nan"
+
+    def _render(self, indices, size, device):
+        x = torch.full((len(indices), 3, size, size), float("nan"), device=device)
+        x[..., 0, :] = float("inf")
+        x[..., 1, :] = -5.0
+        return x
+
+
+def test_compositions_of_a_broken_base_stay_finite():
+    """Compositions skip the NaN scan: they rely on their base's render having sanitised it."""
+    base = NaNSource()
+    for src in (
+        MixupSource(base, n=3, seed=0),
+        KMLSource(base, seed=0, mask_size=8),
+        KMLMixupSource(BankSource(base, 4), seed=0, mask_size=8),
+    ):
+        out = src.render(torch.arange(5), 8)
+        assert out.isfinite().all() and out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1e-320, float("inf"), float("nan"), -1.0])
+def test_mixup_rejects_alphas_that_would_give_nan_weights(alpha):
+    with pytest.raises(ValueError, match="alpha"):
+        MixupSource(GradientSource(), n=3, alpha=alpha)
 
 
 def test_compositions_over_a_bank_make_new_images_without_new_renders():

@@ -150,10 +150,16 @@ def test_procedural_module_streams_kml_mixup_from_a_bank():
         source_kwargs={"bank_size": 16, "families": ["periodic", "noise"]},
     )
     bank = dm.source.kml.base
-    a = dm.on_after_batch_transfer(torch.tensor([0, 1, 2, 3]), 0)
-    filled = bank.filled(dm.render_size)
-    assert 0 < filled <= 16
-    b = dm.on_after_batch_transfer(torch.tensor([100, 101, 102, 103]), 0)
-    assert not torch.equal(a["crops"][0], b["crops"][0])  # new composites, same bank
-    assert bank.filled(dm.render_size) <= 16
+    renders = []
+    base_render = bank.base.render
+    bank.base.render = lambda ids, size, device: (
+        renders.append(len(ids)) or base_render(ids, size, device)
+    )
+    for start in range(0, 400, 4):
+        out = dm.on_after_batch_transfer(torch.arange(start, start + 4), 0)
+        assert out["crops"][0].shape == (4, 3, 16, 16)
+    assert sum(renders) == bank.filled(dm.render_size) == 16  # 100 batches, 16 base renders
+    size = dm.render_size
+    a, b = dm.source.render(torch.arange(4), size), dm.source.render(torch.arange(100, 104), size)
+    assert not torch.equal(a, b)  # new composites from the same bank
     assert dm.describe()["kml"]["base"]["bank_size"] == 16
