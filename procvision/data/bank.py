@@ -51,26 +51,34 @@ class BankSource(Source):
         if int(bank_size) != bank_size or bank_size < 1:
             raise ValueError(f"bank_size must be a positive integer, got {bank_size}")
         self.base, self.bank_size = base, int(bank_size)
-        self._images: dict[tuple[int, torch.device], torch.Tensor] = {}  # [N, 3, S, S] uint8
-        self._filled: dict[tuple[int, torch.device], torch.Tensor] = {}  # [N] bool
-        self._derived: dict[tuple[str, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+        # (what, size, device) -> (values uint8 [N, C, size, size], filled bool [N]); what is
+        # "images" for the bank itself or the name of a `derived` function.
+        self._caches: dict[tuple[str, int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _slot(self, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images uint8 [N, 3, size, size], filled bool [N]) of one (size, device), created empty."""
-        key = (size, _canonical(device))
-        if key not in self._images:
+    def _cache(
+        self, what: str, size: int, device: torch.device, channels: int = 3
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values uint8 [N, channels, size, size], filled bool [N]), created empty on first use."""
+        key = (what, int(size), _canonical(device))
+        if key not in self._caches:
             n = self.bank_size
-            self._images[key] = torch.zeros(n, 3, size, size, dtype=torch.uint8, device=device)
-            self._filled[key] = torch.zeros(n, dtype=torch.bool, device=device)
-        return self._images[key], self._filled[key]
+            self._caches[key] = (
+                torch.zeros(n, channels, size, size, dtype=torch.uint8, device=device),
+                torch.zeros(n, dtype=torch.bool, device=device),
+            )
+        return self._caches[key]
 
-    def _fill(self, ids: torch.Tensor, size: int, device: torch.device) -> None:
-        """Render the entries of `ids` (int64 [B] in [0, N)) that the bank lacks."""
-        images, filled = self._slot(size, device)
+    @staticmethod
+    def _complete(
+        cache: tuple[torch.Tensor, torch.Tensor],
+        ids: torch.Tensor,
+        compute: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        """Store compute(missing ids) (floats in [0, 1]) for the `ids` ([B] in [0, N)) not cached."""
+        values, filled = cache
         todo = torch.unique(ids[~filled[ids]])
         if todo.numel():
-            fresh = self.base.render(todo, size, device)
-            images[todo] = fresh.mul(255.0).round_().to(torch.uint8)
+            values[todo] = compute(todo).clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
             filled[todo] = True
 
     def fill(
@@ -81,19 +89,18 @@ class BankSource(Source):
         progress: bool = True,
     ) -> None:
         """Render every missing bank entry at `size` on `device` now (with a progress bar)."""
-        device = torch.device(device)
-        ids = torch.arange(self.bank_size, device=device)
-        _, filled = self._slot(int(size), device)
-        missing = ids[~filled]
+        device, size = torch.device(device), int(size)
+        cache = self._cache("images", size, device)
+        missing = torch.arange(self.bank_size, device=device)[~cache[1]]
         for chunk in tqdm(
             missing.split(batch_size), desc=f"rendering bank ({size} px)", disable=not progress
         ):
-            self._fill(chunk, int(size), device)
+            self._complete(cache, chunk, lambda todo: self.base.render(todo, size, device))
 
     def filled(self, size: int, device: torch.device | str = "cpu") -> int:
         """Number of bank entries already rendered at (size, device)."""
-        key = (int(size), _canonical(torch.device(device)))
-        return int(self._filled[key].sum()) if key in self._filled else 0
+        key = ("images", int(size), _canonical(torch.device(device)))
+        return int(self._caches[key][1].sum()) if key in self._caches else 0
 
     def derived(
         self,
@@ -118,29 +125,16 @@ class BankSource(Source):
         Returns:
             float32 [B, channels, size, size], quantised to multiples of 1/255.
         """
-        device = indices.device
-        ids = indices % self.bank_size
-        key = (name, int(size), _canonical(device))
-        if key not in self._derived:
-            n = self.bank_size
-            self._derived[key] = (
-                torch.zeros(n, channels, size, size, dtype=torch.uint8, device=device),
-                torch.zeros(n, dtype=torch.bool, device=device),
-            )
-        values, done = self._derived[key]
-        todo = torch.unique(ids[~done[ids]])
-        if todo.numel():
-            out = fn(self.render(todo, size, device)).clamp(0.0, 1.0)
-            values[todo] = out.mul(255.0).round_().to(torch.uint8)
-            done[todo] = True
-        return values[ids].float().div_(255.0)
+        device, ids = indices.device, indices % self.bank_size
+        cache = self._cache(f"derived/{name}", size, device, channels)
+        self._complete(cache, ids, lambda todo: fn(self.render(todo, size, device)))
+        return cache[0][ids].float().div_(255.0)
 
     def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
         """Bank images of `indices` (int64 [B]) as float [B, 3, size, size] in [0, 1]."""
-        ids = indices % self.bank_size
-        self._fill(ids, size, device)
-        images, _ = self._slot(size, device)
-        return images[ids].float().div_(255.0)
+        ids, cache = indices % self.bank_size, self._cache("images", size, device)
+        self._complete(cache, ids, lambda todo: self.base.render(todo, size, device))
+        return cache[0][ids].float().div_(255.0)
 
     def describe(self) -> dict:
         return {"family": self.name, "bank_size": self.bank_size, "base": self.base.describe()}
