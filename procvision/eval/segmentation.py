@@ -1,0 +1,129 @@
+"""Zero-shot segmentation quality of patch features: the paper's "R²" (spec §4.3).
+
+Per image: patch features upsampled to a label grid, a 3-component PCA fitted on that image's
+tokens, each component min-max normalised, then the within-class inertia of the labelled pixels
+normalised by their total inertia around the scalar mean. The score is 100 * (1 - mean inertia)
+over images (images with no usable pixels are skipped). The same pipeline on RGB pixels is the
+paper's "RGB" baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+
+def pca_colours(features: torch.Tensor, n_components: int = 3) -> torch.Tensor:
+    """Project features on their first principal components, each min-max normalised to [0, 1].
+
+    The PCA is fitted on these rows only (one image's tokens, background included), in float64.
+    Signs follow scikit-learn's convention (each component's largest-magnitude loading is
+    positive); a constant component gives NaN, which marks the image as unusable.
+
+    Args:
+        features: float [N, D] (N pixels or tokens), N >= 2.
+        n_components: number of components kept (paper: 3).
+    Returns:
+        float64 [N, n_components].
+    """
+    x = features.double()
+    x = x - x.mean(0, keepdim=True)
+    _, _, vt = torch.linalg.svd(x, full_matrices=False)
+    v = vt[:n_components]  # [k, D]
+    sign = torch.sign(v.gather(1, v.abs().argmax(1, keepdim=True)))
+    proj = x @ (v * sign).T  # [N, k]
+    lo, hi = proj.min(0).values, proj.max(0).values
+    return (proj - lo) / (hi - lo)
+
+
+def normalised_inertia(x: torch.Tensor, labels: torch.Tensor) -> float:
+    """Within-class inertia over total inertia around the scalar mean (spec §4.3, step 6).
+
+    I = sum_k sum_{p in k} |x_p - mu_k|^2 / sum_p sum_c (x_pc - xbar)^2, where mu_k are class
+    centroids and xbar is the mean of all entries of x (one scalar, as in the authors' code).
+
+    Args:
+        x: float [N, C] points.
+        labels: int [N] class of each point.
+    Returns:
+        I in [0, 1] (NaN when there are no points or the total inertia is 0).
+    """
+    if x.shape[0] == 0:
+        return math.nan
+    x = x.double()
+    _, inverse = torch.unique(labels, return_inverse=True)
+    k = int(inverse.max()) + 1
+    counts = torch.bincount(inverse, minlength=k).double()
+    sums = torch.zeros(k, x.shape[1], dtype=torch.float64).index_add_(0, inverse, x)
+    within = ((x - (sums / counts[:, None])[inverse]) ** 2).sum()
+    total = ((x - x.mean()) ** 2).sum()
+    return float(within / total) if total > 0 else math.nan
+
+
+def image_inertia(
+    features: torch.Tensor,
+    label_map: torch.Tensor,
+    grid: int = 112,
+    ignore_index: int | None = None,
+) -> float:
+    """Normalised inertia of one image: the steps 2-6 of spec §4.3.
+
+    Features are upsampled bilinearly to grid x grid; the label map is resized nearest-neighbour
+    to the same grid. Labels are re-indexed in sorted order and the first (the smallest value:
+    background 0 when present) is dropped, as in the authors' code (so an image without
+    background loses its first category). Pixels labelled `ignore_index` are dropped first.
+
+    Args:
+        features: float [h, w, D] patch features (or [H, W, 3] pixels for the RGB baseline).
+        label_map: int [H0, W0] semantic labels.
+        grid: side of the evaluation grid (paper: 112).
+        ignore_index: label to leave out (e.g. 255 in Pascal VOC), or None.
+    Returns:
+        I in [0, 1], or NaN when no labelled pixel is left.
+    """
+    feats = F.interpolate(
+        features.permute(2, 0, 1)[None].float(), size=(grid, grid), mode="bilinear"
+    )[0]  # [D, grid, grid]
+    labels = F.interpolate(label_map[None, None].float(), size=(grid, grid), mode="nearest")
+    labels = labels.reshape(-1).long()
+    colours = pca_colours(feats.reshape(feats.shape[0], -1).T)
+    keep = torch.ones_like(labels, dtype=torch.bool)
+    if ignore_index is not None:
+        keep &= labels != ignore_index
+    _, inverse = torch.unique(labels[keep], return_inverse=True)
+    fg = inverse > 0
+    return normalised_inertia(colours[keep][fg], inverse[fg])
+
+
+def r2_score(inertias: Iterable[float]) -> float:
+    """100 * (1 - mean inertia) over the images whose inertia is a number (spec §4.3, step 7)."""
+    vals = [v for v in inertias if not math.isnan(v)]
+    if not vals:
+        raise ValueError("no image had labelled pixels and non-constant features")
+    return 100.0 * (1.0 - sum(vals) / len(vals))
+
+
+@torch.no_grad()
+def backbone_inertia(
+    backbone: torch.nn.Module,
+    image: torch.Tensor,
+    label_map: torch.Tensor,
+    grid: int = 112,
+    ignore_index: int | None = None,
+) -> float:
+    """Normalised inertia of a backbone's patch features on one image.
+
+    Args:
+        backbone: a procvision Backbone (`forward_features` -> {"patches": [B, h, w, D]}).
+        image: float [3, H, W], already resized (paper: 448 x 448) and ImageNet-normalised.
+        label_map: int [H0, W0] semantic labels of the image.
+        grid: evaluation grid side (paper: 112).
+        ignore_index: label to leave out, or None.
+    Returns:
+        I in [0, 1], or NaN.
+    """
+    patches = backbone.forward_features(image[None])["patches"][0]  # [h, w, D]
+    return image_inertia(patches, label_map, grid, ignore_index)
