@@ -1,7 +1,7 @@
 """The `procvision` command.
 
 `procvision fit|validate|test|predict` go to LightningCLI (training and evaluation of models);
-`procvision generate|memory|privacy` are tool commands, each a jsonargparse parser in
+`procvision generate|memory|privacy|segment` are tool commands, each a jsonargparse parser in
 `procvision.commands`.
 """
 
@@ -15,6 +15,7 @@ TOOL_COMMANDS = {
     "generate": "procvision.commands.generate",
     "memory": "procvision.commands.memory",
     "privacy": "procvision.commands.privacy",
+    "segment": "procvision.commands.segment",
 }
 
 

@@ -87,6 +87,7 @@ def image_inertia(
     feats = F.interpolate(
         features.permute(2, 0, 1)[None].float(), size=(grid, grid), mode="bilinear"
     )[0]  # [D, grid, grid]
+    label_map = label_map.to(features.device)
     labels = F.interpolate(label_map[None, None].float(), size=(grid, grid), mode="nearest")
     labels = labels.reshape(-1).long()
     colours = pca_colours(feats.reshape(feats.shape[0], -1).T)
@@ -127,3 +128,43 @@ def backbone_inertia(
     """
     patches = backbone.forward_features(image[None])["patches"][0]  # [h, w, D]
     return image_inertia(patches, label_map, grid, ignore_index)
+
+
+def segmentation_r2(
+    backbone: torch.nn.Module | None,
+    dataset,
+    grid: int = 112,
+    ignore_index: int | None = 255,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, float]:
+    """R² (spec §4.3) of a backbone's patch features and of RGB pixels over a dataset.
+
+    Args:
+        backbone: a procvision Backbone, or None for the RGB baseline only.
+        dataset: items (image float [3, S, S] in [0, 1], labels int [H0, W0], ...), e.g.
+            `VOCSegmentation`.
+        grid: evaluation grid side (paper: 112).
+        ignore_index: label to leave out (VOC: 255), or None.
+        device: where the backbone runs.
+        progress: show a progress bar.
+    Returns:
+        {"model": R², "rgb": R², "images": images scored, "skipped": images without foreground}
+        ("model" only with a backbone).
+    """
+    from tqdm.auto import tqdm
+
+    from procvision.data.augment import normalize
+
+    model_i, rgb_i = [], []
+    for i in tqdm(range(len(dataset)), desc="segmentation R²", disable=not progress):
+        image, labels = dataset[i][:2]
+        rgb_i.append(image_inertia(image.permute(1, 2, 0), labels, grid, ignore_index))
+        if backbone is not None:
+            x = normalize(image[None].to(device))[0]
+            model_i.append(backbone_inertia(backbone, x, labels, grid, ignore_index))
+    out = {"rgb": r2_score(rgb_i), "images": float(sum(not math.isnan(v) for v in rgb_i))}
+    out["skipped"] = float(len(rgb_i)) - out["images"]
+    if backbone is not None:
+        out["model"] = r2_score(model_i)
+    return out
