@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
+from torch.utils.data import Subset
 
 from procvision.commands.memory import USER_ERRORS
 from procvision.data.datasets.base import CorruptImageError
@@ -21,19 +22,6 @@ from procvision.data.datasets.voc import VOC_IGNORE, VOCSegmentation
 from procvision.eval.io import write_json_atomic
 from procvision.eval.recipe import load_backbone_spec, resolve_backbone_spec
 from procvision.eval.segmentation import segmentation_r2
-
-
-class _Subset:
-    """The first n items of a dataset."""
-
-    def __init__(self, dataset, n: int | None) -> None:
-        self.dataset, self.n = dataset, len(dataset) if n is None else min(n, len(dataset))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        return self.dataset[i]
 
 
 def build_parser() -> ArgumentParser:
@@ -64,7 +52,8 @@ def run(cfg: Namespace) -> int:
 
 
 def _run(cfg: Namespace) -> int:
-    dataset = _Subset(VOCSegmentation(cfg.voc, cfg.split, cfg.image_size), cfg.max_images)
+    voc = VOCSegmentation(cfg.voc, cfg.split, cfg.image_size)
+    dataset = Subset(voc, range(min(cfg.max_images or len(voc), len(voc))))
     spec = resolve_backbone_spec(
         cfg.backbone, cfg.image_size, cfg.patch_size, cfg.seed, cfg.backbone_kwargs
     )
