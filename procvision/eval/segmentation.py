@@ -63,6 +63,18 @@ def normalised_inertia(x: torch.Tensor, labels: torch.Tensor) -> float:
     return float(within / total) if total > 0 else math.nan
 
 
+def grid_colours(features: torch.Tensor, grid: int = 112) -> torch.Tensor:
+    """Features [h, w, D] upsampled bilinearly to grid x grid, as PCA colours [grid, grid, 3].
+
+    The picture of spec §4.3 (and of the paper's segmentation figures); NaN where a component
+    is constant.
+    """
+    feats = F.interpolate(
+        features.permute(2, 0, 1)[None].float(), size=(grid, grid), mode="bilinear"
+    )[0]  # [D, grid, grid]
+    return pca_colours(feats.reshape(feats.shape[0], -1).T).reshape(grid, grid, 3)
+
+
 def image_inertia(
     features: torch.Tensor,
     label_map: torch.Tensor,
@@ -84,13 +96,10 @@ def image_inertia(
     Returns:
         I in [0, 1], or NaN when no labelled pixel is left.
     """
-    feats = F.interpolate(
-        features.permute(2, 0, 1)[None].float(), size=(grid, grid), mode="bilinear"
-    )[0]  # [D, grid, grid]
+    colours = grid_colours(features, grid).reshape(-1, 3)
     label_map = label_map.to(features.device)
     labels = F.interpolate(label_map[None, None].float(), size=(grid, grid), mode="nearest")
     labels = labels.reshape(-1).long()
-    colours = pca_colours(feats.reshape(feats.shape[0], -1).T)
     keep = torch.ones_like(labels, dtype=torch.bool)
     if ignore_index is not None:
         keep &= labels != ignore_index

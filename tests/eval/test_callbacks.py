@@ -155,3 +155,27 @@ def test_unlearning_callback_during_fit(tmp_path: Path) -> None:
     assert "unlearning/ok" in trainer.callback_metrics
     with pytest.raises(ValueError, match="forget_fraction"):
         UnlearningCallback(forget_fraction=1.5)
+
+
+def test_segmentation_callback_during_fit(tmp_path: Path) -> None:
+    from procvision.data.datasets.voc import VOCSegmentation
+    from procvision.eval.segmentation import segmentation_r2
+    from procvision.eval.segmentation_callback import SegmentationCallback
+    from tests.test_cli_segment import _voc
+
+    root = _voc(tmp_path / "VOC")
+    seg = SegmentationCallback(str(root), max_images=2, grid=16, n_images=2)
+    logger = TensorBoardLogger(tmp_path, name="logs")
+    trainer = pl.Trainer(
+        max_epochs=1, logger=logger, callbacks=[seg], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    model = DINOModule(**TINY)
+    trainer.fit(model, datamodule=TwoCrops())
+    voc = VOCSegmentation(root, "val", 16)  # the model's img_size
+    ref = segmentation_r2(model.teacher_backbone, [voc[0], voc[1]], grid=16, progress=False)
+    assert float(trainer.callback_metrics["seg/r2"]) == pytest.approx(ref["model"], rel=1e-5)
+    assert float(trainer.callback_metrics["seg/r2_rgb"]) == pytest.approx(ref["rgb"], rel=1e-5)
+    assert "seg/pca" in _tb_tags(logger.log_dir)["images"]
+    with pytest.raises(ValueError, match="every_n_epochs"):
+        SegmentationCallback(str(root), every_n_epochs=0)
