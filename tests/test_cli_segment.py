@@ -71,3 +71,18 @@ def test_segment_command_names_a_missing_folder(tmp_path, capsys):
     code = main(["segment", "--backbone", "random:vit_tiny_patch16_224", "--voc", str(tmp_path)])
     assert code == 2
     assert "ImageSets/Segmentation/val.txt" in capsys.readouterr().err
+
+
+def test_voc_reader_refuses_labels_of_another_size(tmp_path):
+    root = _voc(tmp_path / "VOC", n=1)
+    png = root / "SegmentationClass" / "2007_000000.png"
+    Image.open(png).resize((20, 40)).save(png)
+    with pytest.raises(DatasetFormatError, match="align"):
+        VOCSegmentation(root, "val", 32)[0]
+
+
+def test_segment_command_checks_max_images(tmp_path, capsys):
+    root = _voc(tmp_path / "VOC", n=1)
+    code = main(["segment", "--backbone", "random:vit_tiny_patch16_224", "--voc", str(root),
+                 "--max-images", "0"])  # fmt: skip
+    assert code == 2 and "--max-images" in capsys.readouterr().err

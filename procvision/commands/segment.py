@@ -52,6 +52,8 @@ def run(cfg: Namespace) -> int:
 
 
 def _run(cfg: Namespace) -> int:
+    if cfg.max_images is not None and cfg.max_images < 1:
+        raise ValueError(f"--max-images must be >= 1 (or left out for all), got {cfg.max_images}")
     voc = VOCSegmentation(cfg.voc, cfg.split, cfg.image_size)
     dataset = Subset(voc, range(min(cfg.max_images or len(voc), len(voc))))
     spec = resolve_backbone_spec(
@@ -65,7 +67,9 @@ def _run(cfg: Namespace) -> int:
         from procvision.models import random_backbone
 
         init = random_backbone(seed=cfg.seed, **backbone.config).to(cfg.device).eval()
-        scores["random init"] = segmentation_r2(init, dataset, cfg.grid, VOC_IGNORE, cfg.device)
+        scores["random init"] = segmentation_r2(
+            init, dataset, cfg.grid, VOC_IGNORE, cfg.device, with_rgb=False
+        )
     rows = [(name, s["model"]) for name, s in scores.items()]
     rows.append(("RGB", scores["model"]["rgb"]))
     n = int(scores["model"]["images"])

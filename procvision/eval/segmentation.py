@@ -10,18 +10,24 @@ paper's "RGB" baseline.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from procvision.data.augment import normalize
 
 
 def pca_colours(features: torch.Tensor, n_components: int = 3) -> torch.Tensor:
     """Project features on their first principal components, each min-max normalised to [0, 1].
 
     The PCA is fitted on these rows only (one image's tokens, background included), in float64.
-    Signs follow scikit-learn's convention (each component's largest-magnitude loading is
-    positive); a constant component gives NaN, which marks the image as unusable.
+    Signs follow scikit-learn >= 1.5 (each component's largest-magnitude loading is positive;
+    scikit-learn <= 1.4 chose them from the scores instead, and the authors' version is not
+    known). The sign matters: the inertia's denominator uses the scalar mean, which a flipped
+    component (c -> 1 - c) moves. A constant component gives NaN, which marks the image as
+    unusable.
 
     Args:
         features: float [N, D] (N pixels or tokens), N >= 2.
@@ -57,20 +63,30 @@ def normalised_inertia(x: torch.Tensor, labels: torch.Tensor) -> float:
     _, inverse = torch.unique(labels, return_inverse=True)
     k = int(inverse.max()) + 1
     counts = torch.bincount(inverse, minlength=k).double()
-    sums = torch.zeros(k, x.shape[1], dtype=torch.float64).index_add_(0, inverse, x)
+    sums = torch.zeros(k, x.shape[1], dtype=torch.float64, device=x.device)
+    sums.index_add_(0, inverse, x)
     within = ((x - (sums / counts[:, None])[inverse]) ** 2).sum()
     total = ((x - x.mean()) ** 2).sum()
     return float(within / total) if total > 0 else math.nan
 
 
 def grid_colours(features: torch.Tensor, grid: int = 112) -> torch.Tensor:
-    """Features [h, w, D] upsampled bilinearly to grid x grid, as PCA colours [grid, grid, 3].
+    """Features resized to grid x grid, as PCA colours: the picture of spec §4.3.
 
-    The picture of spec §4.3 (and of the paper's segmentation figures); NaN where a component
-    is constant.
+    Bilinear with antialiasing, as torchvision's tensor `Resize` does: patch features are
+    upsampled (where antialiasing changes nothing), RGB pixels for the baseline downsampled.
+
+    Args:
+        features: float [h, w, D] patch features, or [H, W, 3] pixels.
+        grid: output side.
+    Returns:
+        float64 [grid, grid, 3] in [0, 1] (NaN where a component is constant).
     """
     feats = F.interpolate(
-        features.permute(2, 0, 1)[None].float(), size=(grid, grid), mode="bilinear"
+        features.permute(2, 0, 1)[None].float(),
+        size=(grid, grid),
+        mode="bilinear",
+        antialias=True,
     )[0]  # [D, grid, grid]
     return pca_colours(feats.reshape(feats.shape[0], -1).T).reshape(grid, grid, 3)
 
@@ -96,9 +112,9 @@ def image_inertia(
     Returns:
         I in [0, 1], or NaN when no labelled pixel is left.
     """
-    colours = grid_colours(features, grid).reshape(-1, 3)
-    label_map = label_map.to(features.device)
-    labels = F.interpolate(label_map[None, None].float(), size=(grid, grid), mode="nearest")
+    # The PCA of one image is small; float64 SVD is quicker on the CPU than on most GPUs.
+    colours = grid_colours(features.cpu(), grid).reshape(-1, 3)
+    labels = F.interpolate(label_map.cpu()[None, None].float(), size=(grid, grid), mode="nearest")
     labels = labels.reshape(-1).long()
     keep = torch.ones_like(labels, dtype=torch.bool)
     if ignore_index is not None:
@@ -141,11 +157,12 @@ def backbone_inertia(
 
 def segmentation_r2(
     backbone: torch.nn.Module | None,
-    dataset,
+    dataset: Sequence,
     grid: int = 112,
     ignore_index: int | None = 255,
     device: str = "cpu",
     progress: bool = True,
+    with_rgb: bool = True,
 ) -> dict[str, float]:
     """R² (spec §4.3) of a backbone's patch features and of RGB pixels over a dataset.
 
@@ -157,23 +174,27 @@ def segmentation_r2(
         ignore_index: label to leave out (VOC: 255), or None.
         device: where the backbone runs.
         progress: show a progress bar.
+        with_rgb: also score the RGB baseline.
     Returns:
-        {"model": R², "rgb": R², "images": images scored, "skipped": images without foreground}
-        ("model" only with a backbone).
+        {"model": R², "rgb": R², "images": images scored, "skipped": images that could not be
+        scored (no foreground, constant features)}; "model" only with a backbone, "rgb" only
+        with `with_rgb`; the counts are the model's when there is one.
     """
-    from tqdm.auto import tqdm
-
-    from procvision.data.augment import normalize
-
+    if backbone is None and not with_rgb:
+        raise ValueError("nothing to score: give a backbone or with_rgb=True")
     model_i, rgb_i = [], []
     for i in tqdm(range(len(dataset)), desc="segmentation R²", disable=not progress):
         image, labels = dataset[i][:2]
-        rgb_i.append(image_inertia(image.permute(1, 2, 0), labels, grid, ignore_index))
+        if with_rgb:
+            rgb_i.append(image_inertia(image.permute(1, 2, 0), labels, grid, ignore_index))
         if backbone is not None:
             x = normalize(image[None].to(device))[0]
             model_i.append(backbone_inertia(backbone, x, labels, grid, ignore_index))
-    out = {"rgb": r2_score(rgb_i), "images": float(sum(not math.isnan(v) for v in rgb_i))}
-    out["skipped"] = float(len(rgb_i)) - out["images"]
+    counted = model_i if backbone is not None else rgb_i
+    scored = float(sum(not math.isnan(v) for v in counted))
+    out = {"images": scored, "skipped": float(len(counted)) - scored}
+    if with_rgb:
+        out["rgb"] = r2_score(rgb_i)
     if backbone is not None:
         out["model"] = r2_score(model_i)
     return out

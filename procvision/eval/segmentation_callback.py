@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Subset
 
 from procvision.data.augment import normalize
@@ -42,6 +43,8 @@ class SegmentationCallback(pl.Callback):
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+        if max_images is not None and max_images < 1:
+            raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
         self.voc, self.split, self.max_images = voc, split, max_images
         self.image_size, self.grid = image_size, grid
         self.every_n_epochs, self.n_images = every_n_epochs, n_images
@@ -57,21 +60,35 @@ class SegmentationCallback(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        if trainer.is_global_zero:
-            backbone = pl_module.teacher_backbone
-            data = self._data(pl_module)
+        try:
+            if trainer.is_global_zero:
+                self._evaluate(trainer, pl_module)
+        finally:  # an error on rank 0 must not leave the other ranks waiting forever
+            trainer.strategy.barrier("procvision-seg")
+
+    def _evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        data = self._data(pl_module)
+        try:
             with torch.no_grad():
                 scores = segmentation_r2(
-                    backbone, data, self.grid, VOC_IGNORE, str(pl_module.device), progress=False
+                    pl_module.teacher_backbone,
+                    data,
+                    self.grid,
+                    VOC_IGNORE,
+                    str(pl_module.device),
+                    progress=False,
                 )
-            pl_module.log_dict(
-                {"seg/r2": scores["model"], "seg/r2_rgb": scores["rgb"]}, rank_zero_only=True
-            )
-            self._picture(trainer, pl_module, data)
-        trainer.strategy.barrier("procvision-seg")
+        except ValueError as err:  # no scorable image (e.g. constant features): not fatal
+            rank_zero_warn(f"SegmentationCallback: no R² this epoch: {err}")
+            return
+        pl_module.log_dict(
+            {"seg/r2": scores["model"], "seg/r2_rgb": scores["rgb"]}, rank_zero_only=True
+        )
+        self._picture(trainer, pl_module, data)
 
     @torch.no_grad()
     def _picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, data: Subset) -> None:
+        """TensorBoard image `seg/pca`: the first images (top row) over their PCA colours."""
         boards = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         n = min(self.n_images, len(data))
         if not boards or n == 0:

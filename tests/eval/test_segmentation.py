@@ -10,6 +10,7 @@ import torch
 
 from procvision.eval.segmentation import (
     backbone_inertia,
+    grid_colours,
     image_inertia,
     normalised_inertia,
     pca_colours,
@@ -20,7 +21,11 @@ from tests.models.test_export import TINY
 
 
 def test_pca_colours_match_scikit_learn_pca_then_min_max():
-    sk = pytest.importorskip("sklearn.decomposition")
+    sklearn = pytest.importorskip("sklearn")
+    if tuple(int(v) for v in sklearn.__version__.split(".")[:2]) < (1, 5):
+        pytest.skip("scikit-learn < 1.5 chooses PCA signs from the scores")
+    from sklearn import decomposition as sk
+
     g = torch.Generator().manual_seed(0)
     x = torch.randn(400, 12, generator=g, dtype=torch.float64) * torch.linspace(3, 0.2, 12)
     ref = sk.PCA(n_components=3, svd_solver="full").fit_transform(x.numpy())
@@ -34,10 +39,9 @@ def test_normalised_inertia_hand_computed():
     assert normalised_inertia(x, torch.tensor([5, 5, 9, 9])) == 0.0
     # One class: within = sum |x - mu|^2 = 4 * 3 * 0.25 = 3; total around the scalar mean 0.5 = 3.
     assert normalised_inertia(x, torch.tensor([1, 1, 1, 1])) == pytest.approx(1.0)
-    # The denominator uses the scalar mean of all entries, not per-channel means:
-    # x = [[0, 2], [2, 0]], one class: within = 4 (mu = [1, 1]); total = 4 * 1 = 4 -> 1.
-    # Two classes: within = 0. Channels [0, 1] vs [1, 3]: scalar mean 1.25, total 4.75;
-    # one class: within = 0.5 + 2 = 2.5 -> 2.5 / 4.75.
+    # The denominator uses the scalar mean of all entries, not per-channel means: points
+    # [0, 1] and [1, 3], one class: within = 0.5 + 2 = 2.5; around the scalar mean 1.25 the
+    # total is 4.75 (per-channel means would give 2.5, hence I = 1).
     y = torch.tensor([[0.0, 1.0], [1.0, 3.0]])
     assert normalised_inertia(y, torch.tensor([0, 0])) == pytest.approx(2.5 / 4.75)
     assert math.isnan(normalised_inertia(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)))
@@ -97,3 +101,25 @@ def test_backbone_inertia_runs_on_patch_features():
     img, labels = _two_region_image(32)
     value = backbone_inertia(backbone, img.permute(2, 0, 1), labels, grid=16)
     assert 0.0 <= value <= 1.0
+
+
+def test_grid_colours_resize_like_torchvision_resize():
+    """The RGB baseline's 4x downsample is torchvision's tensor Resize (antialiased bilinear)."""
+    from torchvision.transforms.v2 import functional as TF
+
+    img = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    small = TF.resize(img, [8, 8], antialias=True)  # [3, 8, 8]
+    want = pca_colours(small.reshape(3, -1).T).reshape(8, 8, 3)
+    torch.testing.assert_close(grid_colours(img.permute(1, 2, 0), 8), want)
+    naive = torch.nn.functional.interpolate(img[None], size=(8, 8), mode="bilinear")[0]
+    assert not torch.allclose(small, naive, atol=1e-3)  # antialiasing does change the pixels
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_backbone_inertia_on_cuda_equals_cpu():
+    backbone = random_backbone("vit_tiny_patch16_224", 32, 8, seed=0, **TINY).eval()
+    img, labels = _two_region_image(32)
+    x = img.permute(2, 0, 1)
+    cpu = backbone_inertia(backbone, x, labels, grid=16)
+    gpu = backbone_inertia(backbone.cuda(), x.cuda(), labels.cuda(), grid=16)
+    assert gpu == pytest.approx(cpu, abs=1e-4)

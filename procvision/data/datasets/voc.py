@@ -64,6 +64,11 @@ class VOCSegmentation:
             raise DatasetFormatError(
                 f"{png.filename}: expected a palette (P) or grey (L) label PNG, got mode {png.mode}"
             )
+        if png.size != img.size:
+            raise DatasetFormatError(
+                f"{png.filename} is {png.size[0]}x{png.size[1]} but its image is "
+                f"{img.size[0]}x{img.size[1]}: labels and image must align pixel for pixel"
+            )
         labels = torch.from_numpy(np.asarray(png, dtype=np.int64).copy())
         x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
         x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear")[0]
