@@ -21,10 +21,7 @@ from tests.models.test_export import TINY
 
 
 def test_pca_colours_match_scikit_learn_pca_then_min_max():
-    sklearn = pytest.importorskip("sklearn")
-    if tuple(int(v) for v in sklearn.__version__.split(".")[:2]) < (1, 5):
-        pytest.skip("scikit-learn < 1.5 chooses PCA signs from the scores")
-    from sklearn import decomposition as sk
+    from sklearn import decomposition as sk  # dev extra, >= 1.5 (signs from the components)
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(400, 12, generator=g, dtype=torch.float64) * torch.linspace(3, 0.2, 12)
