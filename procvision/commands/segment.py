@@ -14,7 +14,6 @@ import sys
 from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
-from torch.utils.data import Subset
 
 from procvision.commands.memory import USER_ERRORS
 from procvision.data.datasets.base import CorruptImageError
@@ -52,10 +51,7 @@ def run(cfg: Namespace) -> int:
 
 
 def _run(cfg: Namespace) -> int:
-    if cfg.max_images is not None and cfg.max_images < 1:
-        raise ValueError(f"--max-images must be >= 1 (or left out for all), got {cfg.max_images}")
-    voc = VOCSegmentation(cfg.voc, cfg.split, cfg.image_size)
-    dataset = Subset(voc, range(min(cfg.max_images or len(voc), len(voc))))
+    dataset = VOCSegmentation(cfg.voc, cfg.split, cfg.image_size, cfg.max_images)
     spec = resolve_backbone_spec(
         cfg.backbone, cfg.image_size, cfg.patch_size, cfg.seed, cfg.backbone_kwargs
     )

@@ -81,6 +81,12 @@ class BankSource(Source):
             values[todo] = compute(todo).clamp(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
             filled[todo] = True
 
+    def _images(self, ids: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
+        """The bank's uint8 images [N, 3, size, size], with the entries `ids` rendered if missing."""
+        cache = self._cache("images", size, device)
+        self._complete(cache, ids, lambda todo: self.base.render(todo, size, device))
+        return cache[0]
+
     def fill(
         self,
         size: int,
@@ -90,12 +96,13 @@ class BankSource(Source):
     ) -> None:
         """Render every missing bank entry at `size` on `device` now (with a progress bar)."""
         device, size = torch.device(device), int(size)
-        cache = self._cache("images", size, device)
-        missing = torch.arange(self.bank_size, device=device)[~cache[1]]
+        missing = torch.arange(self.bank_size, device=device)[
+            ~self._cache("images", size, device)[1]
+        ]
         for chunk in tqdm(
             missing.split(batch_size), desc=f"rendering bank ({size} px)", disable=not progress
         ):
-            self._complete(cache, chunk, lambda todo: self.base.render(todo, size, device))
+            self._images(chunk, size, device)
 
     def filled(self, size: int, device: torch.device | str = "cpu") -> int:
         """Number of bank entries already rendered at (size, device)."""
@@ -132,9 +139,8 @@ class BankSource(Source):
 
     def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
         """Bank images of `indices` (int64 [B]) as float [B, 3, size, size] in [0, 1]."""
-        ids, cache = indices % self.bank_size, self._cache("images", size, device)
-        self._complete(cache, ids, lambda todo: self.base.render(todo, size, device))
-        return cache[0][ids].float().div_(255.0)
+        ids = indices % self.bank_size
+        return self._images(ids, size, device)[ids].float().div_(255.0)
 
     def describe(self) -> dict:
         return {"family": self.name, "bank_size": self.bank_size, "base": self.base.describe()}

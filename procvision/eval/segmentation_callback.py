@@ -6,7 +6,6 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import Subset
 
 from procvision.data.augment import normalize
 from procvision.data.datasets.voc import VOC_IGNORE, VOCSegmentation
@@ -43,18 +42,17 @@ class SegmentationCallback(pl.Callback):
     ) -> None:
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
-        if max_images is not None and max_images < 1:
+        if max_images is not None and max_images < 1:  # fail at construction, not at epoch end
             raise ValueError(f"max_images must be >= 1 or None, got {max_images}")
         self.voc, self.split, self.max_images = voc, split, max_images
         self.image_size, self.grid = image_size, grid
         self.every_n_epochs, self.n_images = every_n_epochs, n_images
-        self._dataset: Subset | None = None
+        self._dataset: VOCSegmentation | None = None
 
-    def _data(self, pl_module: pl.LightningModule) -> Subset:
+    def _data(self, pl_module: pl.LightningModule) -> VOCSegmentation:
         if self._dataset is None:
             size = self.image_size or int(pl_module.teacher_backbone.config.get("img_size", 448))
-            voc = VOCSegmentation(self.voc, self.split, size)
-            self._dataset = Subset(voc, range(min(self.max_images or len(voc), len(voc))))
+            self._dataset = VOCSegmentation(self.voc, self.split, size, self.max_images)
         return self._dataset
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -87,7 +85,9 @@ class SegmentationCallback(pl.Callback):
         self._picture(trainer, pl_module, data)
 
     @torch.no_grad()
-    def _picture(self, trainer: pl.Trainer, pl_module: pl.LightningModule, data: Subset) -> None:
+    def _picture(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, data: VOCSegmentation
+    ) -> None:
         """TensorBoard image `seg/pca`: the first images (top row) over their PCA colours."""
         boards = [lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
         n = min(self.n_images, len(data))

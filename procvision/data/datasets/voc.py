@@ -29,9 +29,14 @@ class VOCSegmentation:
         root: the VOC2012 folder (holding ImageSets/, JPEGImages/, SegmentationClass/).
         split: a file of ImageSets/Segmentation without ".txt" (train, val, trainval).
         size: side the images are resized to (paper: 448).
+        max_images: keep only the first N ids of the split (None: all).
     """
 
-    def __init__(self, root: str | Path, split: str = "val", size: int = 448) -> None:
+    def __init__(
+        self, root: str | Path, split: str = "val", size: int = 448, max_images: int | None = None
+    ) -> None:
+        if max_images is not None and max_images < 1:
+            raise ValueError(f"max_images (--max-images) must be >= 1 or None, got {max_images}")
         self.root, self.size = Path(root), int(size)
         ids = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not ids.is_file():
@@ -42,6 +47,7 @@ class VOCSegmentation:
         self.ids = [line.strip() for line in ids.read_text().splitlines() if line.strip()]
         if not self.ids:
             raise DatasetFormatError(f"{ids} lists no image ids")
+        self.ids = self.ids[:max_images]
 
     def __len__(self) -> int:
         return len(self.ids)
