@@ -13,6 +13,7 @@ import sys
 
 from jsonargparse import ArgumentParser, Namespace
 
+from procvision.constants import SHADERS21K_POOL_SIZE
 from procvision.data.registry import FAMILIES
 
 
@@ -32,7 +33,7 @@ def _common(parser: ArgumentParser, n: int, size: int) -> None:
         help="images rendered per call",
     )
     parser.add_argument(
-        "--pool-size", "--pool_size", type=int, default=21083, dest="pool_size",
+        "--pool-size", "--pool_size", type=int, default=SHADERS21K_POOL_SIZE, dest="pool_size",
         help="shader programs in the pool (Shaders21k: 21,083)",
     )  # fmt: skip
     parser.add_argument("--root", type=str, default=None, help="folder for folder/glsl sources")

@@ -26,6 +26,7 @@ import numpy as np
 from jsonargparse import ArgumentParser, Namespace
 from tqdm.auto import tqdm
 
+from procvision.constants import PAPER_T
 from procvision.data.datasets import (
     CorruptImageError,
     CorruptImageWarning,
@@ -165,7 +166,7 @@ def build_parser() -> ArgumentParser:
     _embedding_args(p, False)
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--method", type=str, default="weighted", help=f"one of {', '.join(METHODS)}")
-    p.add_argument("--T", type=float, default=0.07, help="temperature of the weighted vote")
+    p.add_argument("--T", type=float, default=PAPER_T, help="temperature of the weighted vote")
     p.add_argument(
         "--show", type=int | None, default=None, help="neighbours to print (default: all k)"
     )

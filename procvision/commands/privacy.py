@@ -17,14 +17,15 @@ import warnings
 import numpy as np
 from jsonargparse import ArgumentParser, Namespace
 
+from procvision.atomic import write_csv_atomic, write_json_atomic
 from procvision.commands.memory import (
     USER_ERRORS,
     _transform_override_args,
     open_memory,
 )
+from procvision.constants import PAPER_T
 from procvision.data.datasets import CorruptImageWarning, open_dataset, seeded_subset
 from procvision.eval.embed import embed_dataset
-from procvision.eval.io import write_csv_atomic, write_json_atomic
 from procvision.eval.recipe import memory_backbone
 from procvision.memory import METHODS, brute_force_loo, privacy_audit
 
@@ -45,7 +46,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--method", type=str, default="weighted", help=f"one of {', '.join(METHODS)}")
-    p.add_argument("--T", type=float, default=0.07)
+    p.add_argument("--T", type=float, default=PAPER_T)
     p.add_argument("--top", type=int, default=10, help="most influential items to print")
     p.add_argument("--brute-force-check", action="store_true",
                    help=f"also remove each item and re-classify (N <= {BRUTE_FORCE_LIMIT}); must agree exactly")  # fmt: skip

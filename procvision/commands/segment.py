@@ -15,10 +15,10 @@ from typing import Any
 
 from jsonargparse import ArgumentParser, Namespace
 
+from procvision.atomic import write_json_atomic
 from procvision.commands.memory import USER_ERRORS
 from procvision.data.datasets.base import CorruptImageError
 from procvision.data.datasets.voc import VOC_IGNORE, VOCSegmentation
-from procvision.eval.io import write_json_atomic
 from procvision.eval.recipe import load_backbone_spec, resolve_backbone_spec
 from procvision.eval.segmentation import segmentation_r2
 

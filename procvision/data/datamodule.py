@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from procvision.constants import SHADERS21K_POOL_SIZE
 from procvision.data.augment import MultiCropAugment, make_generator
 from procvision.data.bank import BankSource
 from procvision.data.rng import derive_seed
@@ -220,7 +221,7 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
         family: str = "kml_mixup",
         source: Source | None = None,
         seed: int = 0,
-        pool_size: int = 21083,
+        pool_size: int = SHADERS21K_POOL_SIZE,
         source_kwargs: dict[str, Any] | None = None,
         render_size: int = 224,
         samples_per_epoch: int = 1_300_000,

@@ -22,6 +22,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 import procvision
+from procvision.atomic import write_bytes_atomic
 from procvision.data.source import Source
 
 CLASS_DIR = Path("train") / "0"
@@ -43,19 +44,6 @@ def ensure_writable_dir(path: str | Path) -> Path:
     except OSError as e:
         raise OutputError(f"cannot write to output folder {str(path)!r}: {e.strerror or e}") from e
     return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers never see a partial file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -98,7 +86,7 @@ def write_preview(
     out = Path(out)
     ensure_writable_dir(out.parent if str(out.parent) else ".")
     grid = preview_grid(source, n, size, device, batch_size)
-    atomic_write_bytes(out, encode(to_uint8(grid[None])[0], "PNG"))
+    write_bytes_atomic(out, encode(to_uint8(grid[None])[0], "PNG"))
     return out
 
 
@@ -211,10 +199,10 @@ def export_image_folder(
     _remove_stale_temporaries(img_dir)
     have = existing_indices(out)
     todo = [i for i in range(n) if i not in have]
-    atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=2).encode())
+    write_bytes_atomic(out / MANIFEST, json.dumps(manifest, indent=2).encode())
 
     def write(i: int, img: np.ndarray) -> None:
-        atomic_write_bytes(image_path(out, i), encode(img, "JPEG", quality=quality))
+        write_bytes_atomic(image_path(out, i), encode(img, "JPEG", quality=quality))
 
     bar = tqdm(total=n, initial=n - len(todo), unit="img", disable=not progress, desc="export")
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -230,5 +218,5 @@ def export_image_folder(
     bar.close()
     manifest["complete"] = True
     manifest["source"] = json.loads(json.dumps(source.describe()))  # may now know more
-    atomic_write_bytes(out / MANIFEST, json.dumps(manifest, indent=2).encode())
+    write_bytes_atomic(out / MANIFEST, json.dumps(manifest, indent=2).encode())
     return manifest

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from procvision.constants import SHADERS21K_POOL_SIZE
 from procvision.data.source import Source
 
 FAMILIES = (
@@ -74,7 +75,11 @@ def _build(cls: type, family: str, kwargs: dict[str, Any]) -> Source:
 
 
 def make_base(
-    family: str, seed: int = 0, pool_size: int = 21083, root: str | None = None, **kwargs: Any
+    family: str,
+    seed: int = 0,
+    pool_size: int = SHADERS21K_POOL_SIZE,
+    root: str | None = None,
+    **kwargs: Any,
 ) -> Source:
     """A base (non-composite) source by family name; kwargs go to its constructor."""
     if family not in BASES:
@@ -94,7 +99,7 @@ def make_base(
 def make_source(
     family: str,
     seed: int = 0,
-    pool_size: int = 21083,
+    pool_size: int = SHADERS21K_POOL_SIZE,
     root: str | None = None,
     **kwargs: Any,
 ) -> Source:

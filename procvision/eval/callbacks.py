@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from procvision.atomic import write_json_atomic
 from procvision.data.datasets import EvalTransform, RealDataset, open_dataset, seeded_subset
 from procvision.eval.embed import embed_dataset
-from procvision.eval.io import write_json_atomic
 from procvision.eval.knn import DEFAULT_KS, DEFAULT_T, build_memory, flatten_sweep
 from procvision.eval.report import knn_table
 from procvision.eval.visualise import neighbour_panel

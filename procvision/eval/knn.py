@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from procvision.constants import PAPER_T
 from procvision.memory import METHODS, PAPER_KS, VisualMemory, knn_sweep
 
 DEFAULT_KS = PAPER_KS  # 1, 2, 3, 4, 5, 10, 20, 100, 200
-DEFAULT_T = 0.07
+DEFAULT_T = PAPER_T
 
 
 def build_memory(

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from procvision.constants import PAPER_T
+
 _KEY = re.compile(r"^(?:knn/)?(?P<method>[a-z_]+)/k(?P<k>\d+)/top(?P<top>[15])$")
 
 
@@ -67,7 +69,7 @@ def fashion_mnist_knn_report(
     batch_size: int = 256,
     root: str | None = None,
     seed: int = 0,
-    T: float = 0.07,
+    T: float = PAPER_T,
     progress: bool = True,
     memory_dir: str | Path | None = None,
 ) -> dict:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from procvision.constants import PAPER_T
 from procvision.memory.index import to_numpy
 from procvision.memory.vote import map_labels, predict, vote_scores
 
@@ -67,7 +68,7 @@ def exact_loo_flips(
     k: int,
     num_classes: int,
     method: str = "weighted",
-    T: float = 0.07,
+    T: float = PAPER_T,
     budget_bytes: int = 128 << 20,
 ) -> LOOFlips:
     """Exact leave-one-out prediction flips from one top-(k+1) search.
@@ -117,7 +118,7 @@ def paper_variant(
     targets: np.ndarray,
     k: int,
     num_classes: int,
-    T: float = 0.07,
+    T: float = PAPER_T,
 ) -> dict:
     """The paper's influence count (spec §4.6), weighted vote, with the (k+1)-th label bug fixed.
 
@@ -164,7 +165,7 @@ def privacy_audit(
     query_labels: Any = None,
     k: int = 20,
     method: str = "weighted",
-    T: float = 0.07,
+    T: float = PAPER_T,
     fingerprint: str | None = None,
     per_query: bool = True,
 ) -> dict:
@@ -242,7 +243,7 @@ def group_removal_effect(
     group_ids: Any,
     k: int = 20,
     method: str = "weighted",
-    T: float = 0.07,
+    T: float = PAPER_T,
     overfetch: int = 64,
     fingerprint: str | None = None,
 ) -> dict:
@@ -299,7 +300,7 @@ def brute_force_loo(
     queries: Any,
     k: int = 20,
     method: str = "weighted",
-    T: float = 0.07,
+    T: float = PAPER_T,
     candidate_ids: Any = None,
 ) -> dict:
     """Reference: for each candidate id (default: all), remove it from a copy and re-classify.

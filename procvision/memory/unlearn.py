@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from procvision.constants import PAPER_T
 from procvision.memory.index import IVFEngine
 from procvision.memory.persist import AUDIT, load_memory, save_memory
 from procvision.memory.store import VisualMemory, as_int64, canonical_json
@@ -108,7 +109,7 @@ def verify_unlearned(
     k: int,
     removed_ids: Any,
     methods: tuple[str, ...] = METHODS,
-    T: float = 0.07,
+    T: float = PAPER_T,
 ) -> dict:
     """Prove on `queries` that `memory_after` acts exactly like a memory built without the items.
 

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from procvision.constants import PAPER_KS, PAPER_T
 from procvision.memory.index import to_numpy
 
 if TYPE_CHECKING:
     from procvision.memory.store import VisualMemory
 
 METHODS = ("weighted", "plurality", "rank")
-PAPER_KS = (1, 2, 3, 4, 5, 10, 20, 100, 200)
 
 
 def neighbour_weights(
-    sims: np.ndarray, labels: np.ndarray, method: str = "weighted", T: float = 0.07
+    sims: np.ndarray, labels: np.ndarray, method: str = "weighted", T: float = PAPER_T
 ) -> np.ndarray:
     """Vote weight of each neighbour.
 
@@ -56,7 +56,7 @@ def neighbour_weights(
 
 
 def vote_scores(
-    sims: Any, labels: Any, num_classes: int, method: str = "weighted", T: float = 0.07
+    sims: Any, labels: Any, num_classes: int, method: str = "weighted", T: float = PAPER_T
 ) -> np.ndarray:
     """Class scores of each query.
 
@@ -131,7 +131,7 @@ def knn_sweep(
     query_labels: Any,
     ks: tuple[int, ...] | list[int] = PAPER_KS,
     methods: tuple[str, ...] | list[str] = METHODS,
-    T: float = 0.07,
+    T: float = PAPER_T,
     fingerprint: str | None = None,
 ) -> dict:
     """k-NN accuracy for every k and method from ONE search of max(ks) (capped at the memory size).

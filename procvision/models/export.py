@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from procvision.atomic import atomic_write_path, write_text_atomic
 from procvision.models.backbone import Backbone
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 _META_KEY = "procvision_config"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) then rename onto `path` (same directory, so the rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def backbone_card(backbone: Backbone, meta: dict | None = None) -> dict[str, Any]:
@@ -73,8 +60,8 @@ def export_backbone(backbone: Backbone, path: str | os.PathLike, meta: dict | No
     card = backbone_card(backbone, meta)
     text = json.dumps(card, indent=2, sort_keys=True, default=str)
     tensors = {k: v.detach().cpu().contiguous() for k, v in backbone.state_dict().items()}
-    _atomic_write(model_path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: text}))
-    _atomic_write(config_path, lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write_path(model_path, lambda tmp: save_file(tensors, tmp, metadata={_META_KEY: text}))
+    write_text_atomic(config_path, text + "\n")
     return model_path
 
 

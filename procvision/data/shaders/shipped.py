@@ -9,11 +9,12 @@ and checks it against this list; `python -m procvision.data.shaders.shipped` reg
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from procvision.atomic import write_text_atomic
+from procvision.constants import SHADERS21K_POOL_SIZE
 
 SHIPPED = Path(__file__).with_name("shipped_valid.json")
 
@@ -38,7 +39,7 @@ def shipped_valid(
     return torch.arange(pool_size, dtype=torch.int64)[keep]
 
 
-def write_shipped(seed: int = 0, pool_size: int = 21083) -> Path:
+def write_shipped(seed: int = 0, pool_size: int = SHADERS21K_POOL_SIZE) -> Path:
     """Recompute the default pool's valid set (no caches) and store it in `shipped_valid.json`."""
     from procvision.data.shaders.core import resolve_families
     from procvision.data.shaders.filter import FILTER_SIZE, FILTER_VERSION, valid_programs
@@ -49,11 +50,7 @@ def write_shipped(seed: int = 0, pool_size: int = 21083) -> Path:
     keep[valid] = True
     rejected = torch.arange(pool_size)[~keep].tolist()
     table = {_key(FILTER_VERSION, FILTER_SIZE, seed, pool_size, fams): rejected}
-    fd, tmp = tempfile.mkstemp(dir=SHIPPED.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(table, f)
-    os.replace(tmp, SHIPPED)
-    return SHIPPED
+    return write_text_atomic(SHIPPED, json.dumps(table))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from procvision.constants import SHADERS21K_POOL_SIZE
 from procvision.data import rng
 from procvision.data.shaders.core import Program, program, render_ids, resolve_families
 from procvision.data.shaders.filter import (
@@ -35,7 +36,7 @@ class ShaderSource(Source):
     def __init__(
         self,
         seed: int = 0,
-        pool_size: int = 21083,
+        pool_size: int = SHADERS21K_POOL_SIZE,
         families: list[str] | None = None,
         filter_degenerate: bool = True,
         supersample: int = 1,
