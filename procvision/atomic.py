@@ -23,8 +23,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from procvision.errors import UserError
 
-class OutputPathError(ValueError):
+
+class OutputPathError(UserError, ValueError):
     """An output path that cannot be written as a file (a directory, a device, ...)."""
 
 

@@ -24,13 +24,14 @@ from tqdm import tqdm
 import procvision
 from procvision.atomic import write_bytes_atomic
 from procvision.data.source import Source
+from procvision.errors import UserError
 
 CLASS_DIR = Path("train") / "0"
 MANIFEST = "manifest.json"
 _NAME_DIGITS = 9
 
 
-class OutputError(OSError):
+class OutputError(UserError, OSError):
     """The output location cannot be written; the message names it."""
 
 

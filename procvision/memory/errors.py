@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from procvision.errors import UserError
 
-class VisualMemoryError(Exception):
+
+class VisualMemoryError(UserError):
     """Base class of every error raised by `procvision.memory`."""
 
 

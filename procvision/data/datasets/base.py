@@ -20,16 +20,17 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 
 from procvision.data.datasets.transforms import EvalTransform, to_rgb
+from procvision.errors import UserError
 
 Item = tuple[torch.Tensor, int, int]
 Transform = Callable[[Image.Image], torch.Tensor]
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserError, ValueError):
     """A dataset path is missing or its files are not in the expected official format."""
 
 
-class CorruptImageError(OSError):
+class CorruptImageError(UserError, OSError):
     """An image file exists but cannot be decoded."""
 
 

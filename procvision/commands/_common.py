@@ -1,0 +1,30 @@
+"""What the tool commands share: reporting user errors as one line with exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from procvision.errors import UserError
+
+# Raised by the standard library for a user's path that is missing or of the wrong kind; these
+# are reported as user errors only where a command opens what the user named.
+PATH_ERRORS = (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
+
+
+def fail(prog: str, message: object) -> int:
+    """Print `prog: error: message` to stderr and return the user-error exit code 2."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run_reporting(
+    prog: str, fn: Callable[..., int | None], *args: Any, extra: tuple[type, ...] = ()
+) -> int:
+    """Call `fn(*args)`; a `UserError` (or one of `extra`) becomes one line on stderr and exit 2."""
+    try:
+        return int(fn(*args) or 0)
+    except (UserError, *extra) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        return fail(prog, msg)
