@@ -20,6 +20,8 @@ from procvision.memory.unlearn import forget, ids_matching, verify_unlearned
 from procvision.memory.vote import (
     METHODS,
     PAPER_KS,
+    KNNPrediction,
+    knn_predict,
     knn_sweep,
     map_labels,
     neighbour_weights,
@@ -41,6 +43,8 @@ __all__ = [
     "forget",
     "group_removal_effect",
     "ids_matching",
+    "KNNPrediction",
+    "knn_predict",
     "knn_sweep",
     "load_memory",
     "map_labels",

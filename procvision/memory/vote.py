@@ -13,6 +13,7 @@ neighbours (all scores 0) predicts -1.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -198,3 +199,64 @@ def knn_sweep(
         "top5_n": n5,
     }
     return out
+
+
+@dataclass(frozen=True)
+class KNNPrediction:
+    """The k-NN decision for Q queries, with everything that explains it.
+
+    Attributes:
+        sims: float32 [Q, k] neighbour similarities in rank order (padding -inf where the memory
+            has fewer than k items).
+        ids: int64 [Q, k] neighbour ids (-1 for padding).
+        label_index: int64 [Q, k] index of each neighbour's label into `classes` (-1 padding).
+        classes: int64 [C] the memory's sorted label values.
+        scores: float64 [Q, C] class scores (sums of neighbour weights).
+        labels: int64 [Q] predicted label value (-1 when a query got no votes, e.g. empty memory).
+    """
+
+    sims: np.ndarray
+    ids: np.ndarray
+    label_index: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+def knn_predict(
+    memory: VisualMemory,
+    queries: Any,
+    k: int,
+    method: str = "weighted",
+    T: float = PAPER_T,
+    fingerprint: str | None = None,
+) -> KNNPrediction:
+    """The one search -> labels -> vote -> predict chain of procvision.
+
+    Args:
+        memory: the visual memory (may be empty: every query then predicts -1).
+        queries: [Q, D] embeddings (normalised by the memory).
+        k: neighbours per query (>= 1; more than the memory holds gives padding).
+        method: "weighted" (exp(s/T)), "plurality" or "rank".
+        T: temperature of "weighted".
+        fingerprint: the queries' backbone fingerprint, checked against the memory's.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    classes = memory.classes
+    if len(memory) == 0:
+        q = np.asarray(to_numpy(queries, "queries"))
+        n = q.shape[0] if q.ndim == 2 else 0
+        memory.check_fingerprint(fingerprint)
+        sims = np.full((n, k), -np.inf, np.float32)
+        ids = np.full((n, k), -1, np.int64)
+        label_index = ids.copy()
+    else:
+        sims, ids = memory.search(queries, k, fingerprint=fingerprint)
+        label_index = map_labels(memory.labels_of(ids), classes)
+    scores = vote_scores(sims, label_index, len(classes), method, T)
+    pred = predict(scores)
+    labels = np.where(pred >= 0, classes[np.clip(pred, 0, None)] if len(classes) else -1, -1)
+    return KNNPrediction(sims, ids, label_index, classes, scores, labels.astype(np.int64))

@@ -105,3 +105,17 @@ def test_knn_sweep_unknown_query_class_counts_wrong():
     mem.add(np.array([_angle(0), _angle(90)]), [3, 7])
     r = knn_sweep(mem, np.array([_angle(1), _angle(89)]), [3, 99], ks=(1,), methods=("plurality",))
     assert r["plurality"]["1"] == {"top1": 50.0, "top5": 50.0}
+
+
+def test_knn_predict_hand_case_and_empty_memory():
+    from procvision.memory import VisualMemory, knn_predict
+
+    mem = VisualMemory(4)
+    empty = knn_predict(mem, np.ones((2, 4), np.float32), 3)
+    assert empty.labels.tolist() == [-1, -1] and (empty.ids == -1).all()
+    mem.add(np.eye(4, dtype=np.float32)[:3], np.array([5, 7, 7]))
+    out = knn_predict(mem, np.eye(4, dtype=np.float32), 2, method="plurality")
+    # e0 -> ids (0, then 1 by id among the tied zeros): one vote each, lowest class (5) wins the tie
+    assert out.ids[0].tolist() == [0, 1] and out.labels[0] == 5
+    assert out.labels[1] == 7 and out.labels[2] == 7
+    assert out.classes.tolist() == [5, 7] and out.scores.shape == (4, 2)
