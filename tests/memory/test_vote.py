@@ -117,5 +117,7 @@ def test_knn_predict_hand_case_and_empty_memory():
     out = knn_predict(mem, np.eye(4, dtype=np.float32), 2, method="plurality")
     # e0 -> ids (0, then 1 by id among the tied zeros): one vote each, lowest class (5) wins the tie
     assert out.ids[0].tolist() == [0, 1] and out.labels[0] == 5
-    assert out.labels[1] == 7 and out.labels[2] == 7
+    assert out.labels[1] == 5  # (7 at sim 1, 5 at sim 0): a tie under plurality -> class 5
+    weighted = knn_predict(mem, np.eye(4, dtype=np.float32), 2)
+    assert weighted.labels[:3].tolist() == [5, 7, 7]  # exp(1/T) outweighs exp(0/T)
     assert out.classes.tolist() == [5, 7] and out.scores.shape == (4, 2)
