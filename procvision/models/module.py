@@ -3,11 +3,13 @@
 The maths lives in pure functions (`loss`, `ema`, `schedules`, `optim`, `diagnostics`); this file
 wires them into Lightning's hooks:
 - `training_step`: teacher on the 2 global crops (no grad), student on all crops (one backbone pass
-  per resolution, then one head pass), fp32 loss, NaN guard, centre update (a buffer, so it is in
-  checkpoints), logging;
+  per resolution, then one head pass), fp32 loss, NaN guard, teacher-output sums accumulated for the
+  centre, logging;
 - `on_train_batch_start`: lr and weight decay from the global step;
 - `on_before_optimizer_step` (gradients already unscaled): per-tensor clipping, last layer frozen;
-- `on_train_batch_end`: EMA teacher update, once per optimiser step (guarded by global_step).
+- `on_train_batch_end`, once per optimiser step (guarded by global_step): the centre update from the
+  teacher outputs of every micro-batch of the step (all-reduced once under DDP; a buffer, so it is
+  in checkpoints), then the EMA teacher update.
 The teacher is the model that is exported and evaluated (`teacher_backbone`, `embed`).
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -31,7 +34,6 @@ from procvision.models.backbone import Backbone
 from procvision.models.ema import ema_update_
 from procvision.models.head import DINOHead
 from procvision.models.loss import (
-    batch_center,
     pairwise_cross_entropy,
     student_log_probs,
     teacher_probs,
@@ -41,9 +43,54 @@ from procvision.models.optim import clip_grad_per_param_, param_groups
 from procvision.models.schedules import cosine_schedule, linear_warmup, warmup_cosine
 
 N_GLOBAL_CROPS = 2
+CENTER_ACCUMULATOR_KEY = "center_accumulator"
 
 # The teacher is in eval mode on purpose; Lightning warns about eval-mode modules at fit start.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+@torch.no_grad()
+def center_statistics(teacher_out: torch.Tensor) -> torch.Tensor:
+    """Sufficient statistics of one micro-batch for the centre, local to this rank.
+
+    Args:
+        teacher_out: [V_t, B, K] teacher head outputs (any float dtype).
+    Returns:
+        fp32 [K + 1]: the sum over views and batch of the outputs, then the item count V_t * B.
+        Statistics of several micro-batches (and ranks) add up.
+    """
+    if teacher_out.dim() != 3:
+        raise ValueError(f"teacher_out must be [V, B, K], got shape {tuple(teacher_out.shape)}")
+    t = teacher_out.detach().float()
+    count = t.new_tensor([float(t.shape[0] * t.shape[1])])
+    return torch.cat([t.sum(dim=(0, 1)), count])
+
+
+@torch.no_grad()
+def center_from_statistics(
+    center: torch.Tensor, statistics: torch.Tensor, momentum: float
+) -> torch.Tensor:
+    """The centre after one optimiser step: EMA towards the mean of the accumulated outputs.
+
+    Args:
+        center: [1, K] current centre.
+        statistics: fp32 [K + 1] summed `center_statistics` of the step's micro-batches (and ranks).
+        momentum: centre momentum (0.9).
+    Returns:
+        [1, K] = momentum * center + (1 - momentum) * sum / count; `center` itself if count is 0.
+    """
+    count = float(statistics[-1])
+    if count <= 0:
+        return center
+    mean = (statistics[:-1] / count).unsqueeze(0)
+    return update_center(center, mean, momentum)
+
+
+def all_reduce_sum_(x: torch.Tensor) -> torch.Tensor:
+    """Sum `x` over ranks in place when torch.distributed is initialised (one collective call)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(x)
+    return x
 
 
 class DINOModule(pl.LightningModule):
@@ -137,6 +184,9 @@ class DINOModule(pl.LightningModule):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.register_buffer("center", torch.zeros(1, out_dim))
+        # teacher-output sums and item count of the current optimiser step's micro-batches
+        # (saved under checkpoint["procvision"], so the state dict keeps its keys)
+        self.register_buffer("center_accumulator", torch.zeros(out_dim + 1), persistent=False)
         self.collected: dict[int, dict[str, list[torch.Tensor]]] = {}
         self._ema_step = -1
         self._total_steps = 1
@@ -273,9 +323,7 @@ class DINOModule(pl.LightningModule):
                 f"DINO loss is {loss.item()} at global step {step}. Hints: use precision bf16-mixed or 32 "
                 "(not 16-mixed), lower base_lr, keep teacher_temp <= 0.07, keep clip_grad, check the data for NaN."
             )
-        self.center.copy_(
-            update_center(self.center, batch_center(t_out), self.hparams.center_momentum)
-        )
+        self.center_accumulator.add_(center_statistics(t_out))
         self.log("train/loss", loss, prog_bar=True)
         for key, value in s.items():
             self.log(f"train/{key}", value)
@@ -335,14 +383,32 @@ class DINOModule(pl.LightningModule):
         if step <= self._ema_step:
             return  # gradient accumulation: no optimiser step on this micro-batch
         self._ema_step = step
+        self._update_center()
         m = self.schedule(step - 1)["momentum"]
         ema_update_(self.teacher.parameters(), self.student.parameters(), m)
         t_buf = [b for b in self.teacher.buffers() if b.is_floating_point()]
         s_buf = [b for b in self.student.buffers() if b.is_floating_point()]
         ema_update_(t_buf, s_buf, m)
 
+    @torch.no_grad()
+    def _update_center(self) -> None:
+        """One centre update per optimiser step from every micro-batch of the step (a short last
+        accumulation at an epoch end is weighted by its count); one all-reduce under DDP."""
+        stats = all_reduce_sum_(self.center_accumulator.clone())
+        self.center.copy_(center_from_statistics(self.center, stats, self.hparams.center_momentum))
+        self.center_accumulator.zero_()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["procvision"] = {"teacher_backbone_config": dict(self.teacher_backbone.config)}
+        checkpoint["procvision"] = {
+            "teacher_backbone_config": dict(self.teacher_backbone.config),
+            # non-zero only for a checkpoint taken between the micro-batches of one step
+            CENTER_ACCUMULATOR_KEY: self.center_accumulator.detach().cpu().clone(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("procvision", {}).get(CENTER_ACCUMULATOR_KEY)
+        if saved is not None and saved.shape == self.center_accumulator.shape:
+            self.center_accumulator.copy_(saved)
 
     # ----- evaluation ---------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
