@@ -121,3 +121,47 @@ def test_configs_parse(name, capsys):
     assert (model["warmup_epochs"], model["clip_grad"], model["freeze_last_layer"]) == (10, 3.0, 1)
     assert model["drop_path_rate"] == 0.1 and trainer["precision"] == "bf16-mixed"
     assert model["patch_size"] == 16 and model["img_size"] == 224
+
+
+class _Payload:
+    """Unpickling this creates `marker`: code run by a crafted checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def _crafted_checkpoint(path: Path, marker: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {"state_dict": {}, "pytorch-lightning_version": "2.6.0", "payload": _Payload(marker)}
+    torch.save(ckpt, path)
+
+
+@pytest.mark.parametrize("ckpt_path", ["last", "file"])
+def test_resume_refuses_a_crafted_checkpoint_whatever_the_environment(
+    tmp_path, monkeypatch, capsys, ckpt_path
+):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    ckpt, marker = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "pwned"
+    _crafted_checkpoint(ckpt, marker)
+    where = "last" if ckpt_path == "last" else str(ckpt)
+    code = fit(tmp_path, *_stream_args(tmp_path), "--ckpt_path", where)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert not marker.exists()  # no code ran
+    assert err[-1].startswith("procvision fit: error: refused to load checkpoint")
+    assert str(ckpt) in err[-1] and "weights_only=True" in err[-1]
+
+
+def test_checkpoint_io_loads_a_real_checkpoint_and_is_installed(tmp_path):
+    from procvision.models.checkpoint_io import WeightsOnlyCheckpointIO, with_safe_checkpoint_io
+
+    fit(tmp_path, *_stream_args(tmp_path), "--trainer.max_steps=1")
+    ckpt = WeightsOnlyCheckpointIO().load_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 1 and "center" in ckpt["state_dict"]
+    plugins = with_safe_checkpoint_io(None)
+    assert len(plugins) == 1 and isinstance(plugins[0], WeightsOnlyCheckpointIO)
+    mine = WeightsOnlyCheckpointIO()
+    assert with_safe_checkpoint_io(mine) == [mine]  # a CheckpointIO the user chose is kept
