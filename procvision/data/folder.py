@@ -17,11 +17,27 @@ from PIL import Image
 
 from procvision.data.rng import hash_coords
 from procvision.data.source import Source
+from procvision.errors import UserError
 
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff", ".gif")
 _S_PERM = 5
+
+
+class SourceFolderError(UserError, FileNotFoundError):
+    """A source's folder (images, shaders) is missing, holds no usable file, or none is readable."""
+
+
+class UnreadableFolderError(UserError, RuntimeError):
+    """Every file of a source's folder failed (no image decodes, no shader compiles)."""
+
+
+def failure_summary(failures: dict[str, str], shown: int = 3) -> str:
+    """`n failed, e.g. name: reason; ...` for an error line (the first `shown` failures)."""
+    items = [f"{Path(k).name}: {v[:120]}" for k, v in list(failures.items())[:shown]]
+    more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
+    return f"{len(failures)} failed, e.g. " + "; ".join(items) + more
 
 
 def list_files(root: str | Path, extensions: tuple[str, ...]) -> list[str]:
@@ -88,13 +104,13 @@ class ImageFolderSource(Source):
         self.root = Path(root)
         self.extensions = tuple(extensions)
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise SourceFolderError(
                 f"image folder {str(self.root)!r} does not exist or is not a folder; "
                 "pass root=<a folder of images>"
             )
         files = list_files(self.root, self.extensions)
         if not files:
-            raise FileNotFoundError(
+            raise SourceFolderError(
                 f"image folder {str(self.root)!r} holds no images with suffix in "
                 f"{self.extensions}; add images or pass extensions=..."
             )
@@ -128,7 +144,10 @@ class ImageFolderSource(Source):
                 continue
             t = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
             return square_resize(t, size)
-        raise RuntimeError(f"no readable image in {str(self.root)!r}; failures: {self.failures}")
+        raise UnreadableFolderError(
+            f"no image in {str(self.root)!r} can be decoded ({failure_summary(self.failures)}); "
+            "fix or replace the files, or pass another --root"
+        )
 
     def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
         pos = (indices.cpu() % len(self.files)).tolist()

@@ -31,7 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from procvision.data.folder import list_files
+from procvision.data.folder import (
+    SourceFolderError,
+    UnreadableFolderError,
+    failure_summary,
+    list_files,
+)
 from procvision.data.rng import randint, uniform
 from procvision.data.source import Source
 
@@ -317,12 +322,12 @@ class GLSLSource(Source):
         super().__init__(seed)
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise SourceFolderError(
                 f"shader folder {str(self.root)!r} does not exist; pass root=<folder of shaders>"
             )
         self.files = list_files(self.root, tuple(extensions))
         if not self.files:
-            raise FileNotFoundError(
+            raise SourceFolderError(
                 f"shader folder {str(self.root)!r} has no files with suffix in {tuple(extensions)}"
             )
         self.cache_size = int(cache_size)
@@ -428,8 +433,9 @@ class GLSLSource(Source):
             except ShaderError as e:
                 self.failures[name] = str(e)
                 log.warning("skipping shader %s: %s", name, e)
-        raise RuntimeError(
-            f"no shader in {str(self.root)!r} compiles and renders; failures: {self.failures}"
+        raise UnreadableFolderError(
+            f"no shader in {str(self.root)!r} compiles and renders ({failure_summary(self.failures)}); "
+            "fix the shaders or pass a --root with working ones"
         )
 
     def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
