@@ -238,4 +238,27 @@ def collate_skip(
     kept = [item for item in batch if item is not None]
     if not kept:
         return None
+    check_same_size(kept)
     return default_collate(kept)
+
+
+class MixedImageSizeError(DatasetFormatError):
+    """Images of different sizes in one batch (resize policy "none" on images of mixed sizes)."""
+
+
+def check_same_size(items: Sequence[Item]) -> None:
+    """Raise `MixedImageSizeError` naming two items of different image shapes, else nothing.
+
+    Args:
+        items: `(image [3, H, W], label, index)` tuples of one batch.
+    """
+    first = items[0]
+    for item in items[1:]:
+        if item[0].shape != first[0].shape:
+            a, b = (tuple(x[0].shape[-2:]) for x in (first, item))
+            ids = f"items {first[2]} and {item[2]}" if len(item) > 2 else "two items"
+            raise MixedImageSizeError(
+                f"images of different sizes in one batch ({ids}: {a[0]}x{a[1]} and {b[0]}x{b[1]} "
+                "pixels); resize policy 'none' needs images of one size: use --resize-policy "
+                "resize (or crop) with --image-size, or resize the images beforehand"
+            )
