@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from procvision.commands._common import fail, run_reporting
+from procvision.errors import UserError
 
 PROG = "procvision"
 
@@ -72,10 +73,28 @@ def run_tool(name: str, argv: list[str]) -> int:
     return int(module.run(cfg) or 0)
 
 
+def user_error_cause(err: BaseException) -> UserError | None:
+    """The UserError that `err` is or was raised from (jsonargparse wraps errors raised while it
+    instantiates classes in ValueErrors), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def _lightning(argv: list[str]) -> int:
     from procvision.lightning_cli import run_lightning_cli
 
-    run_lightning_cli(argv)
+    try:
+        run_lightning_cli(argv)
+    except Exception as err:
+        cause = user_error_cause(err)
+        if cause is None or cause is err:
+            raise
+        raise cause from err
     return 0
 
 

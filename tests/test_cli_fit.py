@@ -165,3 +165,53 @@ def test_checkpoint_io_loads_a_real_checkpoint_and_is_installed(tmp_path):
     assert len(plugins) == 1 and isinstance(plugins[0], WeightsOnlyCheckpointIO)
     mine = WeightsOnlyCheckpointIO()
     assert with_safe_checkpoint_io(mine) == [mine]  # a CheckpointIO the user chose is kept
+
+
+@pytest.mark.parametrize("batch", ["0", "-1"])
+def test_fit_with_a_batch_size_below_one_is_one_line(tmp_path, capsys, batch):
+    code = fit(tmp_path, "--trainer.max_steps=1", f"--data.init_args.batch_size={batch}")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("procvision fit: error: data.batch_size")
+    assert f"got {batch}" in err[-1] and "DataConfigError" not in "\n".join(err)  # no traceback
+    assert not (tmp_path / "checkpoints").exists()  # refused before any set-up
+
+
+def test_fit_with_a_crop_size_the_patch_does_not_divide_is_one_line(tmp_path, capsys):
+    code = fit(tmp_path, "--trainer.max_steps=1", "--data.init_args.global_size=30")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2  # demo.yaml: patch size 8
+    assert "data.global_size = 30" in err[-1] and "patch size 8" in err[-1]
+    assert "24 or 32" in err[-1]
+    assert not list(tmp_path.glob("checkpoints/*.ckpt"))  # no step was taken
+
+
+def test_augmentation_settings_reach_the_augment_from_yaml(tmp_path):
+    from procvision.lightning_cli import run_lightning_cli
+
+    cfg = tmp_path / "aug.yaml"
+    cfg.write_text(
+        "data:\n"
+        "  init_args:\n"
+        "    augmentation:\n"
+        "      jitter: [0.8, 0.7, 0.6, 0.05]\n"
+        "      blur_sigma: [0.5, 1.5]\n"
+        "      blur_p: [0.9, 0.2, 0.3]\n"
+        "      solarize_p: 0.35\n"
+        "      gray_p: 0.0\n"
+    )
+    cli = run_lightning_cli(
+        ["--config", str(ROOT / "configs/demo.yaml"), "--config", str(cfg), *TINY_MODEL],
+        run=False,
+    )
+    aug = cli.datamodule.augment
+    assert aug.jitter == (0.8, 0.7, 0.6, 0.05) and aug.blur_sigma == (0.5, 1.5)
+    assert aug.gray_p == 0.0 and aug.flip_p == 0.5  # unset fields keep DINO's values
+    assert [v.blur_p for v in aug.views[:3]] == [0.9, 0.2, 0.3]
+    assert [v.solarize_p for v in aug.views[:3]] == [0.0, 0.35, 0.0]
+    assert aug.sizes[:2] == (32, 32)  # the demo's geometry is untouched
+
+
+def test_augmentation_out_of_range_is_one_line(tmp_path, capsys):
+    code = fit(tmp_path, "--trainer.max_steps=1", "--data.init_args.augmentation.solarize_p=1.5")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "solarize_p=1.5" in err[-1]

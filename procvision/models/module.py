@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from procvision.data.rng import derive_seed
+from procvision.errors import UserError
 from procvision.models import diagnostics as diag
 from procvision.models.backbone import Backbone
 from procvision.models.ema import ema_update_
@@ -47,6 +48,29 @@ CENTER_ACCUMULATOR_KEY = "center_accumulator"
 
 # The teacher is in eval mode on purpose; Lightning warns about eval-mode modules at fit start.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+class TrainingConfigError(UserError, ValueError):
+    """Model and data settings that cannot train together (crop sizes, batch size, crop count)."""
+
+
+def check_crop_sizes(sizes: dict[str, int], patch_size: int | None) -> None:
+    """Refuse crop sizes that the ViT's patch size does not divide (timm asserts at step 0).
+
+    Args:
+        sizes: e.g. {"global_size": 224, "local_size": 96}.
+        patch_size: the backbone's patch side, or None (not a ViT: any size works).
+    """
+    if not patch_size:
+        return
+    for name, size in sizes.items():
+        if size % patch_size:
+            lower = max(patch_size, size - size % patch_size)
+            raise TrainingConfigError(
+                f"data.{name} = {size} is not a multiple of the model's patch size {patch_size}: "
+                f"use data.{name} = {lower} or {lower + patch_size} (or a model.patch_size "
+                f"that divides {size})"
+            )
 
 
 @torch.no_grad()
@@ -158,6 +182,10 @@ class DINOModule(pl.LightningModule):
         log_crops: bool = True,
     ) -> None:
         super().__init__()
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise TrainingConfigError(
+                f"model.batch_size must be >= 1 or null (read from the data), got {batch_size!r}"
+            )
         self.save_hyperparameters()
         kw = dict(backbone_kwargs or {})
         student = Backbone(
@@ -254,10 +282,30 @@ class DINOModule(pl.LightningModule):
         if b is None:
             b = getattr(self.trainer.datamodule, "batch_size", None)
         if b is None:
-            raise ValueError(
-                "DINOModule needs batch_size (or a datamodule with .batch_size) for the lr rule"
+            raise TrainingConfigError(
+                "DINOModule needs batch_size (or a datamodule with .batch_size) for the lr rule: "
+                "set model.batch_size"
             )
         return int(b) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def setup(self, stage: str) -> None:
+        """Before any step: the data's crops must suit the model (count, patch size)."""
+        augment = getattr(getattr(self.trainer, "datamodule", None), "augment", None)
+        if stage != "fit" or augment is None:
+            return
+        views = getattr(augment, "views", None)
+        if views is None:
+            return
+        n_local = self.hparams.n_local_crops
+        if len(views) != N_GLOBAL_CROPS + n_local:
+            raise TrainingConfigError(
+                f"the data makes {len(views)} crops but the model expects 2 global + {n_local} "
+                "local: set data.n_local_crops and model.n_local_crops alike"
+            )
+        sizes = {"global_size": views[0].size}
+        if len(views) > N_GLOBAL_CROPS:
+            sizes["local_size"] = views[N_GLOBAL_CROPS].size
+        check_crop_sizes(sizes, self.student_backbone.patch_size)
 
     def on_train_start(self) -> None:
         total = self.trainer.estimated_stepping_batches

@@ -13,6 +13,7 @@ from procvision.data.datasets.base import (
     DatasetFormatError,
     FileDataset,
     Transform,
+    list_files,
 )
 
 
@@ -36,13 +37,7 @@ def list_image_folder(root: str | Path) -> tuple[list[str], list[int], list[str]
         raise DatasetFormatError(f"{root}: no class folders; expected root/<class>/<image>.jpg")
     paths, labels = [], []
     for label, name in enumerate(classes):
-        found = []
-        for folder, dirs, files in os.walk(root / name, followlinks=True):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            found += [
-                os.path.join(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)
-            ]
-        found.sort()
+        found = [os.path.join(root, name, f) for f in list_files(root / name, IMAGE_EXTENSIONS)]
         paths += found
         labels += [label] * len(found)
     if not paths:
