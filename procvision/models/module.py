@@ -199,8 +199,12 @@ class DINOModule(pl.LightningModule):
             try:
                 student.load_state_dict(loaded.state_dict(), strict=True)
             except RuntimeError as error:
-                raise ValueError(
-                    f"init_backbone {init_backbone} ({loaded.config}) does not fit arch {arch} {kw}: {error}"
+                first = " ".join(str(error).split())[:300]
+                raise TrainingConfigError(
+                    f"model.init_backbone {init_backbone} ({loaded.config}) does not fit "
+                    f"model.arch {arch} {kw} (img_size {img_size}, patch_size {patch_size}): "
+                    f"{first}; set the model's arch, patch_size and backbone_kwargs to the "
+                    "export's config.json"
                 ) from error
         head = DINOHead(
             student.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers, norm_last_layer

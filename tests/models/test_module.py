@@ -249,3 +249,27 @@ def test_center_statistics_add_up_to_the_mean():
     )
     c = torch.ones(1, 5)
     assert module_mod.center_from_statistics(c, torch.zeros(6), 0.9) is c
+
+
+def test_init_backbone_of_another_architecture_is_one_line(tmp_path):
+    from procvision.models.backbone import Backbone
+    from procvision.models.export import export_backbone
+
+    export_backbone(Backbone("vit_tiny_patch16_224", 32, 8, **TINY), tmp_path / "export")
+    with pytest.raises(module_mod.TrainingConfigError) as info:
+        DINOModule("vit_tiny_patch16_224", 32, 4, TINY, out_dim=8, hidden_dim=8, bottleneck_dim=8,
+                   init_backbone=str(tmp_path / "export"))  # fmt: skip
+    msg = str(info.value)
+    assert "\n" not in msg and "patch_size 4" in msg and "config.json" in msg
+
+
+def test_crop_sizes_the_patch_does_not_divide():
+    module_mod.check_crop_sizes({"global_size": 32, "local_size": 16}, 8)
+    module_mod.check_crop_sizes({"global_size": 33}, None)  # not a ViT
+    with pytest.raises(module_mod.TrainingConfigError, match="local_size = 20 .* 16 or 24"):
+        module_mod.check_crop_sizes({"global_size": 32, "local_size": 20}, 8)
+
+
+def test_batch_size_hparam_below_one_is_refused():
+    with pytest.raises(module_mod.TrainingConfigError, match="model.batch_size"):
+        make(batch_size=0)
