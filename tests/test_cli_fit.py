@@ -215,3 +215,27 @@ def test_augmentation_out_of_range_is_one_line(tmp_path, capsys):
     code = fit(tmp_path, "--trainer.max_steps=1", "--data.init_args.augmentation.solarize_p=1.5")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "solarize_p=1.5" in err[-1]
+
+
+def test_resume_from_a_mid_epoch_step_checkpoint_with_accumulation_is_exact(tmp_path):
+    # step checkpoints are written by a callback after the step: the centre and EMA updates of
+    # that step must already be in them (else the resumed run silently skips them)
+    from tests.models.stand_in import SimulatedCrash
+
+    args = [
+        "--data.init_args.samples_per_epoch=16",  # 4 micro-batches of 4 = 2 steps per epoch
+        "--trainer.accumulate_grad_batches=2",
+        "--checkpoint.every_n_train_steps=1",
+        "--checkpoint.every_n_epochs=0",
+    ]
+    a, b = tmp_path / "a", tmp_path / "b"
+    fit(a, *_stream_args(a), *args)
+    crash = ["--trainer.callbacks+=tests.models.stand_in.CrashAtStep", "--trainer.callbacks.step=3"]
+    with pytest.raises(SimulatedCrash):
+        fit(b, *_stream_args(b), *args, *crash)  # dies in the middle of epoch 1
+    assert _state(b)["global_step"] == 3
+    fit(b, *_stream_args(b), *args, "--ckpt_path", "last")
+    sa, sb = _state(a), _state(b)
+    assert sa["global_step"] == sb["global_step"] == 5
+    for k in sa["state_dict"]:
+        assert torch.equal(sa["state_dict"][k], sb["state_dict"][k]), k

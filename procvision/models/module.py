@@ -7,9 +7,9 @@ wires them into Lightning's hooks:
   centre, logging;
 - `on_train_batch_start`: lr and weight decay from the global step;
 - `on_before_optimizer_step` (gradients already unscaled): per-tensor clipping, last layer frozen;
-- `on_train_batch_end`, once per optimiser step (guarded by global_step): the centre update from the
-  teacher outputs of every micro-batch of the step (all-reduced once under DDP; a buffer, so it is
-  in checkpoints), then the EMA teacher update.
+- `optimizer_step`, once per optimiser step, after the step: the centre update from the teacher
+  outputs of every micro-batch of the step (all-reduced once under DDP; a buffer, so it is in
+  checkpoints), then the EMA teacher update.
 The teacher is the model that is exported and evaluated (`teacher_backbone`, `embed`).
 """
 
@@ -324,7 +324,7 @@ class DINOModule(pl.LightningModule):
                 1, math.ceil(n_batches / self.trainer.accumulate_grad_batches)
             )
         self._peak_lr = self.hparams.base_lr * self._global_batch() / 256.0
-        self._ema_step = self.trainer.global_step
+        self._ema_step = self.trainer.global_step - 1
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(param_groups(self.student.named_parameters()), lr=0.0)
@@ -430,13 +430,21 @@ class DINOModule(pl.LightningModule):
             for p in self.student["head"].last_layer.parameters():
                 p.grad = None
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = self.trainer.global_step  # already counts the optimiser step just taken
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure=None
+    ) -> None:
+        """The optimiser step (Lightning calls this once per step, not per micro-batch), then the
+        centre and the EMA teacher updates of that step. Done here rather than in
+        `on_train_batch_end` so that any checkpoint, even one ModelCheckpoint writes after the
+        step (`every_n_train_steps`, `train_time_interval`: callbacks run before the module's
+        batch-end hook), holds the state after the whole step."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        step = self.trainer.global_step  # the step just taken (the counter moves after this hook)
         if step <= self._ema_step:
-            return  # gradient accumulation: no optimiser step on this micro-batch
+            return  # already updated for this step (defensive: Lightning steps once)
         self._ema_step = step
         self._update_center()
-        m = self.schedule(step - 1)["momentum"]
+        m = self.schedule(step)["momentum"]
         ema_update_(self.teacher.parameters(), self.student.parameters(), m)
         t_buf = [b for b in self.teacher.buffers() if b.is_floating_point()]
         s_buf = [b for b in self.student.buffers() if b.is_floating_point()]
