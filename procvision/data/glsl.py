@@ -39,6 +39,7 @@ from procvision.data.folder import (
 )
 from procvision.data.rng import randint, uniform
 from procvision.data.source import Source
+from procvision.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +218,10 @@ _RE_MAIN = re.compile(r"\bvoid\s+main\s*\(")
 _RE_MAINIMAGE = re.compile(r"\bmainImage\s*\(")
 
 
+class GLContextError(UserError, RuntimeError):
+    """No headless OpenGL context on this machine; the message says what to install."""
+
+
 class ShaderError(Exception):
     """A shader that cannot be used; the message is the reason recorded in `failures`."""
 
@@ -291,7 +296,7 @@ def create_context():
             return moderngl.create_standalone_context(require=330, **kwargs)
         except Exception as e:  # noqa: BLE001 - any backend failure means "try the next"
             errors.append(f"{kwargs or 'default'}: {e}")
-    raise RuntimeError(
+    raise GLContextError(
         "cannot create a headless OpenGL 3.3 context ("
         + "; ".join(errors)
         + "). On Debian/Ubuntu install libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1"

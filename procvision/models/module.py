@@ -314,7 +314,7 @@ class DINOModule(pl.LightningModule):
     def on_train_start(self) -> None:
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
-            raise ValueError(
+            raise TrainingConfigError(
                 "set trainer.max_epochs or trainer.max_steps: the schedules need a length"
             )
         self._total_steps = max(1, int(total))
@@ -357,8 +357,10 @@ class DINOModule(pl.LightningModule):
         crops = batch["crops"] if isinstance(batch, dict) else batch
         n_views = N_GLOBAL_CROPS + self.hparams.n_local_crops
         if len(crops) != n_views:
-            raise ValueError(
-                f"got {len(crops)} crops but the model expects 2 global + {self.hparams.n_local_crops} local"
+            raise TrainingConfigError(
+                f"got {len(crops)} crops but the model expects 2 global + "
+                f"{self.hparams.n_local_crops} local: set data.n_local_crops and "
+                "model.n_local_crops alike"
             )
         step = self.trainer.global_step
         s = self.schedule(step)
