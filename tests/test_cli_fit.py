@@ -239,3 +239,19 @@ def test_resume_from_a_mid_epoch_step_checkpoint_with_accumulation_is_exact(tmp_
     assert sa["global_step"] == sb["global_step"] == 5
     for k in sa["state_dict"]:
         assert torch.equal(sa["state_dict"][k], sb["state_dict"][k]), k
+
+
+def test_load_from_checkpoint_is_weights_only_whatever_the_environment(tmp_path, monkeypatch):
+    import pickle
+
+    from procvision.models.module import DINOModule
+
+    fit(tmp_path, *_stream_args(tmp_path), "--trainer.max_steps=1")
+    ok = DINOModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt")
+    assert torch.equal(ok.center, _state(tmp_path)["state_dict"]["center"])
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    evil, marker = tmp_path / "evil.ckpt", tmp_path / "pwned"
+    _crafted_checkpoint(evil, marker)
+    with pytest.raises(pickle.UnpicklingError):
+        DINOModule.load_from_checkpoint(evil)
+    assert not marker.exists()

@@ -467,6 +467,22 @@ class DINOModule(pl.LightningModule):
             CENTER_ACCUMULATOR_KEY: self.center_accumulator.detach().cpu().clone(),
         }
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> DINOModule:
+        """Lightning's loader, always with `weights_only=True` (an explicit value, which
+        `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` cannot override): a checkpoint never runs code."""
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+        )
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("procvision", {}).get(CENTER_ACCUMULATOR_KEY)
         if saved is not None and saved.shape == self.center_accumulator.shape:
