@@ -101,13 +101,12 @@ def center_from_statistics(
         statistics: fp32 [K + 1] summed `center_statistics` of the step's micro-batches (and ranks).
         momentum: centre momentum (0.9).
     Returns:
-        [1, K] = momentum * center + (1 - momentum) * sum / count; `center` itself if count is 0.
+        [1, K] = momentum * center + (1 - momentum) * sum / count; `center` unchanged if count is
+        0. No host-device synchronisation (nothing is read back to the CPU).
     """
-    count = float(statistics[-1])
-    if count <= 0:
-        return center
-    mean = (statistics[:-1] / count).unsqueeze(0)
-    return update_center(center, mean, momentum)
+    count = statistics[-1:]
+    mean = (statistics[:-1] / count.clamp_min(1.0)).unsqueeze(0)
+    return torch.where(count > 0, update_center(center, mean, momentum), center)
 
 
 def all_reduce_sum_(x: torch.Tensor) -> torch.Tensor:
