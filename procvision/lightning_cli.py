@@ -21,10 +21,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from procvision.models.callbacks import ExportTeacherCallback
+from procvision.models.checkpoint_io import SafeCheckpointCLIMixin
 from procvision.models.module import DINOModule
 
 
-class ProcvisionCLI(LightningCLI):
+class ProcvisionCLI(SafeCheckpointCLIMixin, LightningCLI):
     """LightningCLI with DINO's links and always-on checkpoint and export callbacks."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:

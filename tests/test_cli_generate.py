@@ -79,7 +79,7 @@ def test_unwritable_output_folder_is_named(tmp_path, capsys):
     bad = blocker / "out"  # a folder cannot live inside a file, even for root
     assert _export(bad, 2) == 2
     err = capsys.readouterr().err
-    assert "cannot write to output folder" in err and str(bad) in err
+    assert "cannot write to output folder" in err and str(bad) in err and "is a file" in err
 
 
 def test_resume_accepts_a_manifest_that_knew_less(tmp_path):
@@ -91,3 +91,107 @@ def test_resume_accepts_a_manifest_that_knew_less(tmp_path):
     (out / "manifest.json").write_text(json.dumps(m))
     assert _export(out, 3) == 0
     assert len(list((out / "train" / "0").iterdir())) == 3
+
+
+def _no_rendering(monkeypatch):
+    """Make any rendering fail loudly: the output checks must come first."""
+    import procvision.data.export as export_mod
+    from procvision.data.source import Source
+
+    def boom(*a, **k):
+        raise AssertionError("rendered before checking --out")
+
+    monkeypatch.setattr(Source, "render", boom)
+    monkeypatch.setattr(export_mod, "preview_grid", boom)
+
+
+def _preview(out):
+    return main(["generate", "preview", *FAST, "--n", "2", "--size", "8", "--out", str(out)])
+
+
+def test_preview_never_replaces_a_special_file_and_checks_before_rendering(
+    tmp_path, capsys, monkeypatch
+):
+    import os
+    import stat
+
+    _no_rendering(monkeypatch)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # a special file like /dev/full, safe to use in a test
+    assert _preview(fifo) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(fifo) in err and "not a regular file" in err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the FIFO
+
+
+def test_preview_out_that_names_a_folder_is_refused(tmp_path, capsys, monkeypatch):
+    _no_rendering(monkeypatch)
+    folder, afile = tmp_path / "dir", tmp_path / "afile"
+    folder.mkdir()
+    afile.write_text("keep me")
+    monkeypatch.chdir(tmp_path)
+    cases = {
+        ".": "names a folder",
+        str(folder): "is a directory",
+        f"{afile}/": "names a folder",  # a trailing slash: a folder was meant, not the file
+        str(afile / "grid.png"): "is a file",
+        str(afile / "sub" / "grid.png"): "is a file",
+    }
+    for out, expected in cases.items():
+        assert _preview(out) == 2, out
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, (out, err)
+        assert "Traceback" not in err
+    assert afile.read_text() == "keep me" and list(folder.iterdir()) == []
+
+
+def test_export_out_that_is_not_a_folder_is_refused(tmp_path, capsys, monkeypatch):
+    _no_rendering(monkeypatch)
+    afile, full = tmp_path / "afile", tmp_path / "full"
+    afile.write_text("keep me")
+    full.mkdir()
+    (full / "notes.txt").write_text("mine")
+    cases = {
+        str(afile): "is a file",
+        str(afile / "sub"): "is a file",
+        str(full): "not empty and holds no export",
+    }
+    for out, expected in cases.items():
+        assert _export(out, 2) == 2, out
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err and "Traceback" not in err
+    assert afile.read_text() == "keep me" and [p.name for p in full.iterdir()] == ["notes.txt"]
+
+
+def test_export_into_an_empty_existing_folder_works(tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    assert _export(out, 2) == 0
+    assert len(list((out / "train" / "0").iterdir())) == 2
+
+
+def test_glsl_folder_where_no_shader_compiles_is_one_line(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("moderngl")
+    shaders = tmp_path / "shaders"
+    shaders.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "glsl" / "broken.frag", shaders)
+    args = ["generate", "preview", "--family", "glsl", "--root", str(shaders), "--n", "2"]
+    rc = main([*args, "--size", "8", "--out", str(tmp_path / "g.png")])
+    err = capsys.readouterr().err.strip()
+    if "headless OpenGL" in err:
+        pytest.skip(err)  # no EGL on this machine
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "no shader in" in err and str(shaders) in err and "broken.frag" in err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_missing_source_folder_is_one_line(tmp_path, capsys):
+    args = ["generate", "preview", "--family", "folder", "--root", str(tmp_path / "nowhere")]
+    assert main([*args, "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nowhere" in err

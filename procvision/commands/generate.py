@@ -9,10 +9,9 @@ Family options go in --options as JSON, e.g. --options '{"n": 4, "alpha": 0.5}' 
 
 from __future__ import annotations
 
-import sys
-
 from jsonargparse import ArgumentParser, Namespace
 
+from procvision.commands._common import run_reporting
 from procvision.constants import SHADERS21K_POOL_SIZE
 from procvision.data.registry import FAMILIES
 
@@ -58,35 +57,46 @@ def build_parser() -> ArgumentParser:
 
 def run(cfg: Namespace) -> int:
     """Run the parsed command; bad input prints one error line and returns 2."""
-    from procvision.data.export import OutputError, export_image_folder, write_preview
-    from procvision.data.registry import make_source
-
     name = cfg.subcommand
-    c = cfg[name]
+    return run_reporting(f"procvision generate {name}", _run, name, cfg[name])
+
+
+def _run(name: str, c: Namespace) -> int:
+    from procvision.data.export import (
+        check_export_output,
+        check_preview_output,
+        export_image_folder,
+        write_preview,
+    )
+    from procvision.data.registry import FamilyError, make_source
+
+    # the output first: nothing is rendered for a path that cannot take the result
+    (check_preview_output if name == "preview" else check_export_output)(c.out)
     try:
         source = make_source(
             c.family, seed=c.seed, pool_size=c.pool_size, root=c.root, **dict(c.options or {})
         )
-        if name == "preview":
-            path = write_preview(
-                source, c.out, n=c.n, size=c.size, device=c.device, batch_size=c.batch_size
-            )
-            print(f"wrote {path}")
-        else:
-            m = export_image_folder(
-                source,
-                c.out,
-                n=c.n,
-                size=c.size,
-                family=c.family,
-                batch_size=c.batch_size,
-                device=c.device,
-                quality=c.quality,
-                progress=c.progress,
-                workers=c.workers,
-            )
-            print(f"exported {m['count']} images of {m['family']} to {c.out}")
-    except (ValueError, FileNotFoundError, OutputError) as e:
-        print(f"procvision generate {name}: error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # a source's own check of --options
+        if isinstance(e, FamilyError):
+            raise
+        raise FamilyError(f"family {c.family!r} with options {dict(c.options or {})}: {e}") from e
+    if name == "preview":
+        path = write_preview(
+            source, c.out, n=c.n, size=c.size, device=c.device, batch_size=c.batch_size
+        )
+        print(f"wrote {path}")
+        return 0
+    m = export_image_folder(
+        source,
+        c.out,
+        n=c.n,
+        size=c.size,
+        family=c.family,
+        batch_size=c.batch_size,
+        device=c.device,
+        quality=c.quality,
+        progress=c.progress,
+        workers=c.workers,
+    )
+    print(f"exported {m['count']} images of {m['family']} to {c.out}")
     return 0

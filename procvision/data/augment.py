@@ -13,11 +13,13 @@ Images are float [B, 3, H, W] in [0, 1]. Colour-jitter factors are applied in a 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
+
+from procvision.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -194,6 +196,45 @@ class ViewSpec:
     solarize_p: float = 0.0
 
 
+class DataConfigError(UserError, ValueError):
+    """A training-data setting out of range (batch size, crop sizes, augmentation strengths)."""
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Every setting of `MultiCropAugment` but the crop geometry (sizes, scales, local count),
+    as one typed value that YAML configs can set field by field (`data.init_args.augmentation`).
+    Defaults are DINO's (Caron et al. 2021); see `MultiCropAugment` for each field."""
+
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_p: tuple[float, float, float] = (1.0, 0.1, 0.5)
+    solarize_p: float = 0.2
+    normalize: bool = True
+
+    def __post_init__(self) -> None:
+        probs = {"flip_p": self.flip_p, "jitter_p": self.jitter_p, "gray_p": self.gray_p}
+        probs |= {
+            "solarize_p": self.solarize_p,
+            **{f"blur_p[{i}]": p for i, p in enumerate(self.blur_p)},
+        }
+        bad = [f"{k}={v}" for k, v in probs.items() if not 0.0 <= v <= 1.0]
+        if bad:
+            raise DataConfigError(
+                f"augmentation probabilities must lie in [0, 1], got {', '.join(bad)}"
+            )
+        if min(self.jitter) < 0 or self.jitter[3] > 0.5:
+            raise DataConfigError(f"jitter strengths must be >= 0 (hue <= 0.5), got {self.jitter}")
+        if not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise DataConfigError(f"blur_sigma must be 0 < low <= high, got {self.blur_sigma}")
+        if not 0 < self.ratio[0] <= self.ratio[1]:
+            raise DataConfigError(f"ratio must be 0 < low <= high, got {self.ratio}")
+
+
 class MultiCropAugment:
     """DINO multi-crop: [global 1, global 2, local 1 .. local N], globals first.
 
@@ -245,6 +286,31 @@ class MultiCropAugment:
             gray_p,
         )
         self.blur_sigma, self.normalize = tuple(blur_sigma), normalize
+
+    @classmethod
+    def from_settings(
+        cls,
+        global_size: int,
+        local_size: int,
+        n_local: int,
+        global_scale: tuple[float, float],
+        local_scale: tuple[float, float],
+        settings: AugmentSettings | None = None,
+    ) -> MultiCropAugment:
+        """The augmentation of a crop geometry and `settings` (default: DINO's)."""
+        return cls(
+            global_size=global_size,
+            local_size=local_size,
+            n_local=n_local,
+            global_scale=global_scale,
+            local_scale=local_scale,
+            **asdict(settings or AugmentSettings()),
+        )
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """The side of every view, globals first."""
+        return tuple(v.size for v in self.views)
 
     @property
     def n_views(self) -> int:

@@ -26,12 +26,17 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from procvision.constants import SHADERS21K_POOL_SIZE
-from procvision.data.augment import MultiCropAugment, make_generator
+from procvision.data.augment import (
+    AugmentSettings,
+    DataConfigError,
+    MultiCropAugment,
+    make_generator,
+)
 from procvision.data.bank import BankSource
+from procvision.data.datasets.base import IMAGE_EXTENSIONS, list_files, open_image
+from procvision.data.folder import SourceFolderError
 from procvision.data.rng import derive_seed
 from procvision.data.source import Source
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class StreamSampler(DistributedSampler):
@@ -174,19 +179,38 @@ class _MultiCropMixin:
         return {"crops": self.augment(images, g), "indices": indices}
 
 
-def _augment_from(
+def check_training_batch(batch_size: int, samples_per_epoch: int | None, what: str) -> None:
+    """Refuse a batch size < 1, or larger than the images of an epoch, before any set-up."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise DataConfigError(
+            f"data.batch_size must be a whole number >= 1 (images per device per step), "
+            f"got {batch_size!r}: set e.g. --data.init_args.batch_size=64"
+        )
+    if samples_per_epoch is not None and samples_per_epoch < batch_size:
+        raise DataConfigError(
+            f"{what} ({samples_per_epoch}) is smaller than data.batch_size ({batch_size}): "
+            "raise the one or lower the other"
+        )
+
+
+def make_augment(
     global_size: int,
     local_size: int,
     n_local_crops: int,
     global_scale: tuple[float, float],
     local_scale: tuple[float, float],
+    augmentation: AugmentSettings | None,
 ) -> MultiCropAugment:
-    return MultiCropAugment(
-        global_size=global_size,
-        local_size=local_size,
-        n_local=n_local_crops,
-        global_scale=global_scale,
-        local_scale=local_scale,
+    """The DataModules' multi-crop augmentation; sizes and counts checked as user errors."""
+    bad = {"global_size": global_size, "local_size": local_size}
+    bad = {k: v for k, v in bad.items() if not isinstance(v, int) or v < 1}
+    if bad or n_local_crops < 0:
+        wrong = {**bad, **({"n_local_crops": n_local_crops} if n_local_crops < 0 else {})}
+        raise DataConfigError(
+            f"crop settings out of range: {wrong}; sizes are whole pixels >= 1, n_local_crops >= 0"
+        )
+    return MultiCropAugment.from_settings(
+        global_size, local_size, n_local_crops, global_scale, local_scale, augmentation
     )
 
 
@@ -210,6 +234,9 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
         global_scale: area range of global crops.
         local_scale: area range of local crops.
         aug_seed: augmentation seed (default: `seed`).
+        augmentation: every other setting of the multi-crop augmentation (flip, colour jitter,
+            grayscale, blur, solarisation, aspect ratios; DINO's by default), e.g. in YAML
+            `augmentation: {jitter: [0.4, 0.4, 0.2, 0.1], solarize_p: 0.2}`.
         num_unique: a finite dataset of this many distinct images: sample id i shows image
             i mod num_unique, rendered once and kept in memory (uint8, like the paper's static
             export), so later epochs only pay for augmentation. None (default): every sample is
@@ -234,14 +261,14 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
         local_scale: tuple[float, float] = (0.05, 0.4),
         aug_seed: int | None = None,
         num_unique: int | None = None,
+        augmentation: AugmentSettings | None = None,
     ) -> None:
         super().__init__()
+        check_training_batch(batch_size, samples_per_epoch, "data.samples_per_epoch")
         if num_unique is not None and num_unique < 1:
-            raise ValueError(f"num_unique must be >= 1 or None, got {num_unique}")
+            raise DataConfigError(f"data.num_unique must be >= 1 or null, got {num_unique}")
         self.num_unique = num_unique
         self._bank: BankSource | None = None  # over `source` when num_unique is set
-        if samples_per_epoch < batch_size:
-            raise ValueError(f"samples_per_epoch ({samples_per_epoch}) < batch_size ({batch_size})")
         self.family, self._source, self.seed, self.pool_size = family, source, int(seed), pool_size
         self.source_kwargs = dict(source_kwargs or {})
         self.render_size, self.samples_per_epoch = render_size, samples_per_epoch
@@ -251,8 +278,8 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
             n_local_crops,
         )
         self.aug_seed = self.seed if aug_seed is None else int(aug_seed)
-        self.augment = _augment_from(
-            global_size, local_size, n_local_crops, global_scale, local_scale
+        self.augment = make_augment(
+            global_size, local_size, n_local_crops, global_scale, local_scale, augmentation
         )
 
     @property
@@ -314,24 +341,32 @@ class ProceduralDataModule(_MultiCropMixin, pl.LightningDataModule):
 
 class ImageFolder(Dataset):
     """All images under `root` (recursive, sorted; class folders are not needed), decoded to uint8
-    [3, size, size]: shorter side resized to `size` (antialiased), then centre-cropped."""
+    [3, size, size]: shorter side resized to `size` (antialiased), then centre-cropped.
+
+    Files are listed and read by the one image-folder reader (`datasets.base.list_files`,
+    `open_image`), like folder sources and labelled ImageFolder trees."""
 
     def __init__(self, root: str | os.PathLike, size: int) -> None:
         self.root, self.size = Path(root), size
         if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {self.root} does not exist")
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+            raise SourceFolderError(
+                f"image folder {str(self.root)!r} does not exist or is not a folder: "
+                "set data.init_args.root to a folder of images"
+            )
+        self.files = [self.root / f for f in list_files(self.root, IMAGE_EXTENSIONS)]
         if not self.files:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {self.root}")
+            raise SourceFolderError(
+                f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {str(self.root)!r}: "
+                "add images or set data.init_args.root to another folder"
+            )
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        from torchvision.io import ImageReadMode, decode_image
-        from torchvision.transforms.v2.functional import center_crop, resize
+        from torchvision.transforms.v2.functional import center_crop, pil_to_tensor, resize
 
-        img = decode_image(str(self.files[i]), mode=ImageReadMode.RGB)
+        img = pil_to_tensor(open_image(self.files[i], draft=self.size))
         img = resize(img, self.size, antialias=True)
         return center_crop(img, [self.size, self.size])
 
@@ -368,6 +403,8 @@ class ImageFolderDataModule(_MultiCropMixin, pl.LightningDataModule):
         global_scale: area range of global crops.
         local_scale: area range of local crops.
         aug_seed: augmentation seed (default: `seed`).
+        augmentation: every other setting of the multi-crop augmentation (as for
+            `ProceduralDataModule`).
     """
 
     def __init__(
@@ -384,14 +421,16 @@ class ImageFolderDataModule(_MultiCropMixin, pl.LightningDataModule):
         global_scale: tuple[float, float] = (0.4, 1.0),
         local_scale: tuple[float, float] = (0.05, 0.4),
         aug_seed: int | None = None,
+        augmentation: AugmentSettings | None = None,
     ) -> None:
         super().__init__()
+        check_training_batch(batch_size, samples_per_epoch, "data.samples_per_epoch")
         self.root, self.load_size, self.samples_per_epoch = root, load_size, samples_per_epoch
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, int(seed)
         self.n_local_crops = n_local_crops
         self.aug_seed = self.seed if aug_seed is None else int(aug_seed)
-        self.augment = _augment_from(
-            global_size, local_size, n_local_crops, global_scale, local_scale
+        self.augment = make_augment(
+            global_size, local_size, n_local_crops, global_scale, local_scale, augmentation
         )
         self.dataset: _Indexed | None = None
 
@@ -405,6 +444,7 @@ class ImageFolderDataModule(_MultiCropMixin, pl.LightningDataModule):
             ]
         else:
             keep = torch.arange(len(base))
+        check_training_batch(self.batch_size, len(keep), f"the images in {self.root}")
         self.dataset = _Indexed(base, keep)
 
     def describe(self) -> dict[str, Any]:

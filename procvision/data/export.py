@@ -22,7 +22,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 import procvision
-from procvision.atomic import write_bytes_atomic
+from procvision.atomic import check_output_file, write_bytes_atomic
 from procvision.data.source import Source
 from procvision.errors import UserError
 
@@ -35,9 +35,39 @@ class OutputError(UserError, OSError):
     """The output location cannot be written; the message names it."""
 
 
+class ExportError(UserError, ValueError):
+    """Bad export or preview settings (a count, a batch size, a conflicting earlier export)."""
+
+
+def _not_a_folder(path: Path) -> Path | None:
+    """The first existing path among `path` and its ancestors if it is not a folder, else None."""
+    for p in (path, *path.parents):
+        if os.path.lexists(p):
+            return None if p.is_dir() else p
+    return None
+
+
+def check_output_folder(path: str | os.PathLike, kind: str = "output folder") -> Path:
+    """`path` as a Path if it may be used as a folder to write into, else `OutputError`.
+
+    Refuses a path that is (or lies inside) a file, a device or anything else that is not a
+    folder. Nothing is created.
+    """
+    p = Path(path)
+    blocker = _not_a_folder(p)
+    if blocker is not None:
+        what = "is a file" if blocker.is_file() else "exists and is not a folder"
+        where = "" if blocker == p else f" (in the way of {str(p)!r})"
+        raise OutputError(
+            f"cannot write to {kind} {str(p)!r}: {str(blocker)!r} {what}{where}; "
+            "give the path of a new or existing folder"
+        )
+    return p
+
+
 def ensure_writable_dir(path: str | Path) -> Path:
     """Create `path` if needed and check that a file can be written in it."""
-    path = Path(path)
+    path = check_output_folder(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
@@ -45,6 +75,30 @@ def ensure_writable_dir(path: str | Path) -> Path:
     except OSError as e:
         raise OutputError(f"cannot write to output folder {str(path)!r}: {e.strerror or e}") from e
     return path
+
+
+def check_preview_output(out: str | os.PathLike) -> Path:
+    """`out` (as the user wrote it) as a Path if a preview PNG may be written there, else
+    `OutputPathError`/`OutputError`: never a folder, device, FIFO or a path inside a file."""
+    text = os.fspath(out)
+    parent = Path(text).parent
+    # the folder first: `atomic.check_output_file` lstat()s the path, which fails inside a file
+    check_output_folder(parent if str(parent) else Path("."), f"the folder of output {text!r}")
+    return check_output_file(text)
+
+
+def check_export_output(out: str | os.PathLike) -> Path:
+    """`out` as a Path if an export may be written into it, else `OutputError`: it must be a new
+    folder, an empty one, or an earlier export (it holds a manifest.json)."""
+    p = check_output_folder(out)
+    if p.is_dir() and not (p / MANIFEST).is_file():
+        with os.scandir(p) as it:
+            if any(True for _ in it):
+                raise OutputError(
+                    f"output folder {str(p)!r} is not empty and holds no export ({MANIFEST}); "
+                    "give a new or empty folder, or the folder of the export to resume"
+                )
+    return p
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -65,7 +119,9 @@ def preview_grid(
 ) -> torch.Tensor:
     """Images 0..n-1 of `source` tiled in a near-square grid: float [3, H, W]."""
     if n < 1:
-        raise ValueError(f"n (number of images) must be >= 1, got {n}")
+        raise ExportError(f"--n (number of images) must be >= 1, got {n}")
+    if batch_size < 1:
+        raise ExportError(f"--batch-size must be >= 1, got {batch_size}")
     imgs = torch.cat(
         [
             source.render(torch.arange(a, min(a + batch_size, n)), size, device).cpu()
@@ -83,8 +139,10 @@ def write_preview(
     device: str = "cpu",
     batch_size: int = 64,
 ) -> Path:
-    """Render a preview grid of `source` and write it as a PNG (atomically)."""
-    out = Path(out)
+    """Render a preview grid of `source` and write it as a PNG (atomically).
+
+    `out` is checked before anything is rendered (`check_preview_output`)."""
+    out = check_preview_output(out)
     ensure_writable_dir(out.parent if str(out.parent) else ".")
     grid = preview_grid(source, n, size, device, batch_size)
     write_bytes_atomic(out, encode(to_uint8(grid[None])[0], "PNG"))
@@ -140,11 +198,11 @@ def _check_manifest(out: Path, new: dict) -> None:
     try:
         old = json.loads(path.read_text())
     except ValueError as e:
-        raise ValueError(f"{str(path)!r} is not valid JSON ({e}); remove it to start over") from e
+        raise ExportError(f"{str(path)!r} is not valid JSON ({e}); remove it to start over") from e
     for key in ("family", "seed", "size", "quality", "source"):
         bad = _conflicts(old.get(key), new[key], key) if key in old else []
         if bad:
-            raise ValueError(
+            raise ExportError(
                 f"{str(out)!r} holds an export with a different {'; '.join(bad)}; "
                 "use another --out folder"
             )
@@ -179,10 +237,10 @@ def export_image_folder(
         the manifest dict (also written to out/manifest.json).
     """
     if n < 0:
-        raise ValueError(f"n (number of images) must be >= 0, got {n}")
+        raise ExportError(f"--n (number of images) must be >= 0, got {n}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    out = ensure_writable_dir(out)
+        raise ExportError(f"--batch-size must be >= 1, got {batch_size}")
+    out = ensure_writable_dir(check_export_output(out))
     img_dir = ensure_writable_dir(out / CLASS_DIR)
     manifest = {
         "family": family or source.name,

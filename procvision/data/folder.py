@@ -13,45 +13,41 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from procvision.data.datasets.base import (
+    IMAGE_EXTENSIONS,
+    CorruptImageError,
+    list_files,
+    open_image,
+)
 from procvision.data.rng import hash_coords
 from procvision.data.source import Source
+from procvision.errors import UserError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff", ".gif")
 _S_PERM = 5
 
 
-def list_files(root: str | Path, extensions: tuple[str, ...]) -> list[str]:
-    """Sorted relative paths (posix) of files under root whose suffix is in extensions."""
-    root = Path(root)
-    exts = {e.lower() for e in extensions}
-    out = []
-    for d, dirs, files in os.walk(root, followlinks=True):
-        dirs.sort()
-        rel = Path(d).relative_to(root)
-        out.extend((rel / f).as_posix() for f in sorted(files) if Path(f).suffix.lower() in exts)
-    return sorted(out)
+class SourceFolderError(UserError, FileNotFoundError):
+    """A source's folder (images, shaders) is missing, holds no usable file, or none is readable."""
+
+
+class UnreadableFolderError(UserError, RuntimeError):
+    """Every file of a source's folder failed (no image decodes, no shader compiles)."""
+
+
+def failure_summary(failures: dict[str, str], shown: int = 3) -> str:
+    """`n failed, e.g. name: reason; ...` for an error line (the first `shown` failures)."""
+    items = [f"{Path(k).name}: {v[:120]}" for k, v in list(failures.items())[:shown]]
+    more = f"; and {len(failures) - shown} more" if len(failures) > shown else ""
+    return f"{len(failures)} failed, e.g. " + "; ".join(items) + more
 
 
 def seeded_permutation(seed: int, n: int) -> torch.Tensor:
     """A permutation of range(n) as int64 [n], a pure function of (seed, n)."""
     keys = hash_coords(seed, torch.arange(n, dtype=torch.int64), _S_PERM)
     return torch.argsort(keys, stable=True)
-
-
-def pil_to_rgb(img: Image.Image) -> np.ndarray:
-    """Any PIL image as uint8 [H, W, 3] RGB (grayscale, palette, alpha and 16-bit handled)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(img).astype(np.float64)
-        peak = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
-        a = np.clip(a / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")  # avoids PIL's warning on palette transparency
-    return np.asarray(img.convert("RGB"))
 
 
 def square_resize(rgb: torch.Tensor, size: int) -> torch.Tensor:
@@ -88,13 +84,13 @@ class ImageFolderSource(Source):
         self.root = Path(root)
         self.extensions = tuple(extensions)
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise SourceFolderError(
                 f"image folder {str(self.root)!r} does not exist or is not a folder; "
                 "pass root=<a folder of images>"
             )
         files = list_files(self.root, self.extensions)
         if not files:
-            raise FileNotFoundError(
+            raise SourceFolderError(
                 f"image folder {str(self.root)!r} holds no images with suffix in "
                 f"{self.extensions}; add images or pass extensions=..."
             )
@@ -119,16 +115,17 @@ class ImageFolderSource(Source):
             if key in self.failures:
                 continue
             try:
-                with Image.open(p) as img:
-                    img.draft("RGB", (size, size))  # JPEG: decode at the smallest scale >= size
-                    rgb = pil_to_rgb(img)
-            except (OSError, ValueError, SyntaxError) as e:
-                self.failures[key] = f"{type(e).__name__}: {e}"
+                rgb = np.asarray(open_image(p, draft=size))  # JPEG: decoded at a scale >= size
+            except CorruptImageError as e:
+                self.failures[key] = str(e.__cause__ or e)
                 log.warning("skipping unreadable image %s (%s)", key, self.failures[key])
                 continue
             t = torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
             return square_resize(t, size)
-        raise RuntimeError(f"no readable image in {str(self.root)!r}; failures: {self.failures}")
+        raise UnreadableFolderError(
+            f"no image in {str(self.root)!r} can be decoded ({failure_summary(self.failures)}); "
+            "fix or replace the files, or pass another --root"
+        )
 
     def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:
         pos = (indices.cpu() % len(self.files)).tolist()

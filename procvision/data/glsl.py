@@ -31,9 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from procvision.data.folder import list_files
+from procvision.data.folder import (
+    SourceFolderError,
+    UnreadableFolderError,
+    failure_summary,
+    list_files,
+)
 from procvision.data.rng import randint, uniform
 from procvision.data.source import Source
+from procvision.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +218,10 @@ _RE_MAIN = re.compile(r"\bvoid\s+main\s*\(")
 _RE_MAINIMAGE = re.compile(r"\bmainImage\s*\(")
 
 
+class GLContextError(UserError, RuntimeError):
+    """No headless OpenGL context on this machine; the message says what to install."""
+
+
 class ShaderError(Exception):
     """A shader that cannot be used; the message is the reason recorded in `failures`."""
 
@@ -286,7 +296,7 @@ def create_context():
             return moderngl.create_standalone_context(require=330, **kwargs)
         except Exception as e:  # noqa: BLE001 - any backend failure means "try the next"
             errors.append(f"{kwargs or 'default'}: {e}")
-    raise RuntimeError(
+    raise GLContextError(
         "cannot create a headless OpenGL 3.3 context ("
         + "; ".join(errors)
         + "). On Debian/Ubuntu install libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1"
@@ -317,12 +327,12 @@ class GLSLSource(Source):
         super().__init__(seed)
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise SourceFolderError(
                 f"shader folder {str(self.root)!r} does not exist; pass root=<folder of shaders>"
             )
         self.files = list_files(self.root, tuple(extensions))
         if not self.files:
-            raise FileNotFoundError(
+            raise SourceFolderError(
                 f"shader folder {str(self.root)!r} has no files with suffix in {tuple(extensions)}"
             )
         self.cache_size = int(cache_size)
@@ -428,8 +438,9 @@ class GLSLSource(Source):
             except ShaderError as e:
                 self.failures[name] = str(e)
                 log.warning("skipping shader %s: %s", name, e)
-        raise RuntimeError(
-            f"no shader in {str(self.root)!r} compiles and renders; failures: {self.failures}"
+        raise UnreadableFolderError(
+            f"no shader in {str(self.root)!r} compiles and renders ({failure_summary(self.failures)}); "
+            "fix the shaders or pass a --root with working ones"
         )
 
     def _render(self, indices: torch.Tensor, size: int, device: torch.device) -> torch.Tensor:

@@ -13,6 +13,13 @@ from typing import Any
 
 from procvision.constants import SHADERS21K_POOL_SIZE
 from procvision.data.source import Source
+from procvision.errors import UserError
+
+
+class FamilyError(UserError, ValueError):
+    """An unknown family, base or option, or options a family refuses; the message lists the
+    valid ones."""
+
 
 FAMILIES = (
     "shaders",
@@ -67,7 +74,7 @@ def _accepted(cls: type) -> set[str]:
 def _build(cls: type, family: str, kwargs: dict[str, Any]) -> Source:
     unknown = set(kwargs) - _accepted(cls)
     if unknown:
-        raise ValueError(
+        raise FamilyError(
             f"family {family!r} does not take option(s) {sorted(unknown)}; "
             f"it takes {sorted(_accepted(cls) - {'seed', 'base'})}"
         )
@@ -83,7 +90,7 @@ def make_base(
 ) -> Source:
     """A base (non-composite) source by family name; kwargs go to its constructor."""
     if family not in BASES:
-        raise ValueError(f"unknown base family {family!r}; valid bases: {', '.join(BASES)}")
+        raise FamilyError(f"unknown base family {family!r}; valid bases: {', '.join(BASES)}")
     cls = _base_class(family)
     kw: dict[str, Any] = {"seed": seed, **kwargs}
     if family == "shaders":
@@ -91,7 +98,7 @@ def make_base(
     if family in ("folder", "glsl"):
         if root is None:
             what = "images" if family == "folder" else "GLSL shaders"
-            raise ValueError(f"family {family!r} needs root=<a folder of {what}>")
+            raise FamilyError(f"family {family!r} needs root=<a folder of {what}>")
         kw["root"] = root
     return _build(cls, family, kw)
 
@@ -119,14 +126,14 @@ def make_source(
     Returns:
         the Source.
     Raises:
-        ValueError: unknown family, base or option (the message lists the valid ones).
+        FamilyError: unknown family, base or option (the message lists the valid ones).
     """
     if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; valid families: {', '.join(FAMILIES)}")
+        raise FamilyError(f"unknown family {family!r}; valid families: {', '.join(FAMILIES)}")
     bank_size = kwargs.pop("bank_size", None)
     if family not in COMPOSITIONS:
         if "base" in kwargs:
-            raise ValueError(f"family {family!r} is not a composition and takes no base")
+            raise FamilyError(f"family {family!r} is not a composition and takes no base")
         return _banked(
             make_base(family, seed=seed, pool_size=pool_size, root=root, **kwargs), bank_size
         )

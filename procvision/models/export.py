@@ -18,15 +18,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from procvision.atomic import atomic_write_path, write_text_atomic
+from procvision.errors import UserError
 from procvision.models.backbone import Backbone
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 _META_KEY = "procvision_config"
+ACCEPTED = (
+    "an export folder (model.safetensors + config.json), a .safetensors file, a Lightning "
+    "checkpoint of DINOModule, or an original DINO checkpoint"
+)
+
+
+class BackboneLoadError(UserError, ValueError):
+    """A backbone file that is not in an accepted format; the message names it and the formats."""
+
+
+class BackboneNotFoundError(UserError, FileNotFoundError):
+    """No backbone at the given path."""
 
 
 def backbone_card(backbone: Backbone, meta: dict | None = None) -> dict[str, Any]:
@@ -73,9 +86,15 @@ def _from_config(config: dict, state: dict[str, torch.Tensor]) -> Backbone:
 
 
 def _load_safetensors(model_path: Path, map_location: str | torch.device) -> Backbone:
-    with safe_open(str(model_path), framework="pt", device="cpu") as f:
-        metadata = f.metadata() or {}
-        state = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(model_path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise BackboneLoadError(
+            f"{model_path}: not a readable safetensors file ({type(err).__name__}: "
+            f"{str(err)[:200]}); a renamed pickle or a truncated copy? Expected {ACCEPTED}"
+        ) from err
     if _META_KEY in metadata:
         card = json.loads(metadata[_META_KEY])
     else:
@@ -84,8 +103,9 @@ def _load_safetensors(model_path: Path, map_location: str | torch.device) -> Bac
                 card = json.loads(cand.read_text())
                 break
         else:
-            raise ValueError(
-                f"{model_path}: no config in the metadata and no config.json beside it"
+            raise BackboneLoadError(
+                f"{model_path}: no config in the metadata and no config.json beside it; "
+                "export the backbone with procvision (export_backbone) or add its config.json"
             )
     return _from_config(card["backbone"], state).to(map_location)
 
@@ -183,25 +203,32 @@ def load_backbone(
     path = Path(path)
     if path.is_dir():
         if not (path / MODEL_FILE).is_file():
-            raise FileNotFoundError(
+            raise BackboneNotFoundError(
                 f"{path} has no {MODEL_FILE}; expected an export from export_backbone"
             )
         return _load_safetensors(path / MODEL_FILE, map_location)
     if not path.is_file():
-        raise FileNotFoundError(f"no backbone at {path}")
+        raise BackboneNotFoundError(f"no backbone at {path}: expected {ACCEPTED}")
     if path.suffix == ".safetensors":
         return _load_safetensors(path, map_location)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - say what is accepted
-        raise ValueError(
-            f"{path}: cannot read with torch.load(weights_only=True) ({error}); expected an export, "
-            "a Lightning checkpoint of DINOModule, or an original DINO checkpoint"
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        raise BackboneLoadError(
+            f"{path}: cannot read with torch.load(weights_only=True) ({type(error).__name__}: "
+            f"{first}); expected {ACCEPTED}"
         ) from error
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: expected a dict checkpoint, got {type(ckpt).__name__}")
-    if "state_dict" in ckpt and "pytorch-lightning_version" in ckpt:
-        backbone = _load_lightning(ckpt)
-    else:
-        backbone = _load_dino_original(ckpt, arch, checkpoint_key)
+        raise BackboneLoadError(f"{path}: holds a {type(ckpt).__name__}; expected {ACCEPTED}")
+    try:
+        if "state_dict" in ckpt and "pytorch-lightning_version" in ckpt:
+            backbone = _load_lightning(ckpt)
+        else:
+            backbone = _load_dino_original(ckpt, arch, checkpoint_key)
+    except BackboneLoadError:
+        raise
+    except (ValueError, KeyError) as error:  # the contents are not a backbone we know
+        msg = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise BackboneLoadError(f"{path}: {msg}; expected {ACCEPTED}") from error
     return backbone.to(map_location)

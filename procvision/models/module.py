@@ -3,11 +3,13 @@
 The maths lives in pure functions (`loss`, `ema`, `schedules`, `optim`, `diagnostics`); this file
 wires them into Lightning's hooks:
 - `training_step`: teacher on the 2 global crops (no grad), student on all crops (one backbone pass
-  per resolution, then one head pass), fp32 loss, NaN guard, centre update (a buffer, so it is in
-  checkpoints), logging;
+  per resolution, then one head pass), fp32 loss, NaN guard, teacher-output sums accumulated for the
+  centre, logging;
 - `on_train_batch_start`: lr and weight decay from the global step;
 - `on_before_optimizer_step` (gradients already unscaled): per-tensor clipping, last layer frozen;
-- `on_train_batch_end`: EMA teacher update, once per optimiser step (guarded by global_step).
+- `optimizer_step`, once per optimiser step, after the step: the centre update from the teacher
+  outputs of every micro-batch of the step (all-reduced once under DDP; a buffer, so it is in
+  checkpoints), then the EMA teacher update.
 The teacher is the model that is exported and evaluated (`teacher_backbone`, `embed`).
 """
 
@@ -22,16 +24,17 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
 from procvision.data.rng import derive_seed
+from procvision.errors import UserError
 from procvision.models import diagnostics as diag
 from procvision.models.backbone import Backbone
 from procvision.models.ema import ema_update_
 from procvision.models.head import DINOHead
 from procvision.models.loss import (
-    batch_center,
     pairwise_cross_entropy,
     student_log_probs,
     teacher_probs,
@@ -41,9 +44,76 @@ from procvision.models.optim import clip_grad_per_param_, param_groups
 from procvision.models.schedules import cosine_schedule, linear_warmup, warmup_cosine
 
 N_GLOBAL_CROPS = 2
+CENTER_ACCUMULATOR_KEY = "center_accumulator"
 
 # The teacher is in eval mode on purpose; Lightning warns about eval-mode modules at fit start.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+class TrainingConfigError(UserError, ValueError):
+    """Model and data settings that cannot train together (crop sizes, batch size, crop count)."""
+
+
+def check_crop_sizes(sizes: dict[str, int], patch_size: int | None) -> None:
+    """Refuse crop sizes that the ViT's patch size does not divide (timm asserts at step 0).
+
+    Args:
+        sizes: e.g. {"global_size": 224, "local_size": 96}.
+        patch_size: the backbone's patch side, or None (not a ViT: any size works).
+    """
+    if not patch_size:
+        return
+    for name, size in sizes.items():
+        if size % patch_size:
+            lower = max(patch_size, size - size % patch_size)
+            raise TrainingConfigError(
+                f"data.{name} = {size} is not a multiple of the model's patch size {patch_size}: "
+                f"use data.{name} = {lower} or {lower + patch_size} (or a model.patch_size "
+                f"that divides {size})"
+            )
+
+
+@torch.no_grad()
+def center_statistics(teacher_out: torch.Tensor) -> torch.Tensor:
+    """Sufficient statistics of one micro-batch for the centre, local to this rank.
+
+    Args:
+        teacher_out: [V_t, B, K] teacher head outputs (any float dtype).
+    Returns:
+        fp32 [K + 1]: the sum over views and batch of the outputs, then the item count V_t * B.
+        Statistics of several micro-batches (and ranks) add up.
+    """
+    if teacher_out.dim() != 3:
+        raise ValueError(f"teacher_out must be [V, B, K], got shape {tuple(teacher_out.shape)}")
+    t = teacher_out.detach().float()
+    count = t.new_tensor([float(t.shape[0] * t.shape[1])])
+    return torch.cat([t.sum(dim=(0, 1)), count])
+
+
+@torch.no_grad()
+def center_from_statistics(
+    center: torch.Tensor, statistics: torch.Tensor, momentum: float
+) -> torch.Tensor:
+    """The centre after one optimiser step: EMA towards the mean of the accumulated outputs.
+
+    Args:
+        center: [1, K] current centre.
+        statistics: fp32 [K + 1] summed `center_statistics` of the step's micro-batches (and ranks).
+        momentum: centre momentum (0.9).
+    Returns:
+        [1, K] = momentum * center + (1 - momentum) * sum / count; `center` unchanged if count is
+        0. No host-device synchronisation (nothing is read back to the CPU).
+    """
+    count = statistics[-1:]
+    mean = (statistics[:-1] / count.clamp_min(1.0)).unsqueeze(0)
+    return torch.where(count > 0, update_center(center, mean, momentum), center)
+
+
+def all_reduce_sum_(x: torch.Tensor) -> torch.Tensor:
+    """Sum `x` over ranks in place when torch.distributed is initialised (one collective call)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(x)
+    return x
 
 
 class DINOModule(pl.LightningModule):
@@ -111,6 +181,10 @@ class DINOModule(pl.LightningModule):
         log_crops: bool = True,
     ) -> None:
         super().__init__()
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise TrainingConfigError(
+                f"model.batch_size must be >= 1 or null (read from the data), got {batch_size!r}"
+            )
         self.save_hyperparameters()
         kw = dict(backbone_kwargs or {})
         student = Backbone(
@@ -124,8 +198,12 @@ class DINOModule(pl.LightningModule):
             try:
                 student.load_state_dict(loaded.state_dict(), strict=True)
             except RuntimeError as error:
-                raise ValueError(
-                    f"init_backbone {init_backbone} ({loaded.config}) does not fit arch {arch} {kw}: {error}"
+                first = " ".join(str(error).split())[:300]
+                raise TrainingConfigError(
+                    f"model.init_backbone {init_backbone} ({loaded.config}) does not fit "
+                    f"model.arch {arch} {kw} (img_size {img_size}, patch_size {patch_size}): "
+                    f"{first}; set the model's arch, patch_size and backbone_kwargs to the "
+                    "export's config.json"
                 ) from error
         head = DINOHead(
             student.embed_dim, out_dim, hidden_dim, bottleneck_dim, head_layers, norm_last_layer
@@ -137,6 +215,9 @@ class DINOModule(pl.LightningModule):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.register_buffer("center", torch.zeros(1, out_dim))
+        # teacher-output sums and item count of the current optimiser step's micro-batches
+        # (saved under checkpoint["procvision"], so the state dict keeps its keys)
+        self.register_buffer("center_accumulator", torch.zeros(out_dim + 1), persistent=False)
         self.collected: dict[int, dict[str, list[torch.Tensor]]] = {}
         self._ema_step = -1
         self._total_steps = 1
@@ -204,15 +285,35 @@ class DINOModule(pl.LightningModule):
         if b is None:
             b = getattr(self.trainer.datamodule, "batch_size", None)
         if b is None:
-            raise ValueError(
-                "DINOModule needs batch_size (or a datamodule with .batch_size) for the lr rule"
+            raise TrainingConfigError(
+                "DINOModule needs batch_size (or a datamodule with .batch_size) for the lr rule: "
+                "set model.batch_size"
             )
         return int(b) * self.trainer.world_size * self.trainer.accumulate_grad_batches
+
+    def setup(self, stage: str) -> None:
+        """Before any step: the data's crops must suit the model (count, patch size)."""
+        augment = getattr(getattr(self.trainer, "datamodule", None), "augment", None)
+        if stage != "fit" or augment is None:
+            return
+        views = getattr(augment, "views", None)
+        if views is None:
+            return
+        n_local = self.hparams.n_local_crops
+        if len(views) != N_GLOBAL_CROPS + n_local:
+            raise TrainingConfigError(
+                f"the data makes {len(views)} crops but the model expects 2 global + {n_local} "
+                "local: set data.n_local_crops and model.n_local_crops alike"
+            )
+        sizes = {"global_size": views[0].size}
+        if len(views) > N_GLOBAL_CROPS:
+            sizes["local_size"] = views[N_GLOBAL_CROPS].size
+        check_crop_sizes(sizes, self.student_backbone.patch_size)
 
     def on_train_start(self) -> None:
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
-            raise ValueError(
+            raise TrainingConfigError(
                 "set trainer.max_epochs or trainer.max_steps: the schedules need a length"
             )
         self._total_steps = max(1, int(total))
@@ -222,7 +323,7 @@ class DINOModule(pl.LightningModule):
                 1, math.ceil(n_batches / self.trainer.accumulate_grad_batches)
             )
         self._peak_lr = self.hparams.base_lr * self._global_batch() / 256.0
-        self._ema_step = self.trainer.global_step
+        self._ema_step = self.trainer.global_step - 1
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(param_groups(self.student.named_parameters()), lr=0.0)
@@ -255,8 +356,10 @@ class DINOModule(pl.LightningModule):
         crops = batch["crops"] if isinstance(batch, dict) else batch
         n_views = N_GLOBAL_CROPS + self.hparams.n_local_crops
         if len(crops) != n_views:
-            raise ValueError(
-                f"got {len(crops)} crops but the model expects 2 global + {self.hparams.n_local_crops} local"
+            raise TrainingConfigError(
+                f"got {len(crops)} crops but the model expects 2 global + "
+                f"{self.hparams.n_local_crops} local: set data.n_local_crops and "
+                "model.n_local_crops alike"
             )
         step = self.trainer.global_step
         s = self.schedule(step)
@@ -273,9 +376,7 @@ class DINOModule(pl.LightningModule):
                 f"DINO loss is {loss.item()} at global step {step}. Hints: use precision bf16-mixed or 32 "
                 "(not 16-mixed), lower base_lr, keep teacher_temp <= 0.07, keep clip_grad, check the data for NaN."
             )
-        self.center.copy_(
-            update_center(self.center, batch_center(t_out), self.hparams.center_momentum)
-        )
+        self.center_accumulator.add_(center_statistics(t_out))
         self.log("train/loss", loss, prog_bar=True)
         for key, value in s.items():
             self.log(f"train/{key}", value)
@@ -330,19 +431,61 @@ class DINOModule(pl.LightningModule):
             for p in self.student["head"].last_layer.parameters():
                 p.grad = None
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = self.trainer.global_step  # already counts the optimiser step just taken
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure=None
+    ) -> None:
+        """The optimiser step (Lightning calls this once per step, not per micro-batch), then the
+        centre and the EMA teacher updates of that step. Done here rather than in
+        `on_train_batch_end` so that any checkpoint, even one ModelCheckpoint writes after the
+        step (`every_n_train_steps`, `train_time_interval`: callbacks run before the module's
+        batch-end hook), holds the state after the whole step."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        step = self.trainer.global_step  # the step just taken (the counter moves after this hook)
         if step <= self._ema_step:
-            return  # gradient accumulation: no optimiser step on this micro-batch
+            return  # already updated for this step (defensive: Lightning steps once)
         self._ema_step = step
-        m = self.schedule(step - 1)["momentum"]
+        self._update_center()
+        m = self.schedule(step)["momentum"]
         ema_update_(self.teacher.parameters(), self.student.parameters(), m)
         t_buf = [b for b in self.teacher.buffers() if b.is_floating_point()]
         s_buf = [b for b in self.student.buffers() if b.is_floating_point()]
         ema_update_(t_buf, s_buf, m)
 
+    @torch.no_grad()
+    def _update_center(self) -> None:
+        """One centre update per optimiser step from every micro-batch of the step (a short last
+        accumulation at an epoch end is weighted by its count); one all-reduce under DDP."""
+        stats = all_reduce_sum_(self.center_accumulator.clone())
+        self.center.copy_(center_from_statistics(self.center, stats, self.hparams.center_momentum))
+        self.center_accumulator.zero_()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["procvision"] = {"teacher_backbone_config": dict(self.teacher_backbone.config)}
+        checkpoint["procvision"] = {
+            "teacher_backbone_config": dict(self.teacher_backbone.config),
+            # non-zero only for a checkpoint taken between the micro-batches of one step
+            CENTER_ACCUMULATOR_KEY: self.center_accumulator.detach().cpu().clone(),
+        }
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> DINOModule:
+        """Lightning's loader, always with `weights_only=True` (an explicit value, which
+        `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD` cannot override): a checkpoint never runs code."""
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+        )
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("procvision", {}).get(CENTER_ACCUMULATOR_KEY)
+        if saved is not None and saved.shape == self.center_accumulator.shape:
+            self.center_accumulator.copy_(saved)
 
     # ----- evaluation ---------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:

@@ -147,3 +147,31 @@ def test_lightning_checkpoint_gives_teacher(tmp_path):
     assert loaded.fingerprint() == model.teacher_backbone.fingerprint()
     assert loaded.fingerprint() != Backbone(**loaded.config).fingerprint()  # weights, not init
     _same_outputs(model.teacher_backbone, loaded)
+
+
+def test_pickle_renamed_safetensors_is_a_one_line_user_error(tmp_path, capsys):
+    from procvision.commands._common import run_reporting
+    from procvision.errors import UserError
+    from procvision.models.export import BackboneLoadError
+
+    fake = tmp_path / "model.safetensors"
+    torch.save({"teacher": {"x": torch.zeros(2)}}, fake)  # a pickle under the wrong name
+    with pytest.raises(BackboneLoadError) as info:
+        load_backbone(fake)
+    msg = str(info.value)
+    assert isinstance(info.value, UserError) and "\n" not in msg
+    assert str(fake) in msg and "safetensors" in msg and "export folder" in msg
+    (tmp_path / "export").mkdir()
+    fake.rename(tmp_path / "export" / "model.safetensors")  # the same inside an export folder
+    assert run_reporting("procvision test", load_backbone, tmp_path / "export") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.safetensors" in err
+
+
+def test_load_errors_are_user_errors(tmp_path):
+    from procvision.errors import UserError
+
+    torch.save({"teacher": {"head.x": torch.zeros(1)}}, tmp_path / "bad.pth")
+    for path in (tmp_path / "missing", tmp_path / "bad.pth"):
+        with pytest.raises(UserError, match=str(path.name)):
+            load_backbone(path)

@@ -147,3 +147,129 @@ def test_validation_collects_teacher_embeddings(tmp_path):
     torch.testing.assert_close(torch.cat(model.collected[1]["labels"]), torch.tensor([0, 1, 2]))
     want = torch.nn.functional.normalize(model.embed(sets[0].tensors[0]), dim=-1)
     torch.testing.assert_close(z, want)
+
+
+# ----- the centre: one update per optimiser step ---------------------------------------------------
+
+
+class _FixedCrops(torch.utils.data.Dataset):
+    """Item i: the same three views (2 global 32 px, 1 local 16 px) every time it is read."""
+
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(1)
+        self.views = [torch.randn(n, 3, s, s, generator=g) for s in (32, 32, 16)]
+
+    def __len__(self) -> int:
+        return len(self.views[0])
+
+    def __getitem__(self, i: int) -> dict:
+        return {"crops": [v[i] for v in self.views]}
+
+
+def _centre_run(tmp_path, batch, accumulate, n_items, **trainer_kw):
+    """Train on fixed crops; returns (module, teacher head outputs [2, B, K] of each micro-batch)."""
+    torch.manual_seed(0)
+    model = DINOModule(
+        "vit_tiny_patch16_224", 32, 8, TINY, out_dim=32, hidden_dim=16, bottleneck_dim=8,
+        n_local_crops=1, warmup_epochs=0, drop_path_rate=0.0, batch_size=batch, log_crops=False,
+    )  # fmt: skip
+    outputs = []
+    model.teacher["head"].register_forward_hook(
+        lambda mod, inp, out: outputs.append(out.detach().view(2, -1, out.shape[-1]).clone())
+    )
+    loader = DataLoader(_FixedCrops(n_items), batch_size=batch, shuffle=False)
+    trainer(tmp_path, accumulate_grad_batches=accumulate, **trainer_kw).fit(model, loader)
+    return model, outputs
+
+
+def _expected_centre(steps: list[list[torch.Tensor]], momentum: float = 0.9) -> torch.Tensor:
+    """The recipe from the equation: per optimiser step, c <- m c + (1 - m) mean of its outputs."""
+    c = torch.zeros(1, steps[0][0].shape[-1])
+    for micro in steps:
+        mean = torch.cat([t.reshape(-1, t.shape[-1]) for t in micro]).mean(0, keepdim=True)
+        c = momentum * c + (1 - momentum) * mean
+    return c
+
+
+def test_centre_with_accumulation_equals_one_big_batch(tmp_path):
+    big, big_out = _centre_run(tmp_path / "a", batch=8, accumulate=1, n_items=8, max_steps=1)
+    acc, acc_out = _centre_run(tmp_path / "b", batch=4, accumulate=2, n_items=8, max_steps=1)
+    assert len(big_out) == 1 and len(acc_out) == 2 and acc.global_step == 1
+    torch.testing.assert_close(torch.cat(acc_out, dim=1), big_out[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(acc.center, big.center, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(acc.center, _expected_centre([acc_out]), rtol=1e-5, atol=1e-7)
+    assert acc.center.abs().sum() > 0 and not acc.center_accumulator.any()
+
+
+def test_centre_without_accumulation_moves_every_step(tmp_path):
+    model, out = _centre_run(tmp_path, batch=4, accumulate=1, n_items=8, max_steps=2)
+    assert len(out) == 2
+    torch.testing.assert_close(model.center, _expected_centre([[out[0]], [out[1]]]))
+
+
+def test_centre_short_last_accumulation_is_weighted_by_its_count(tmp_path):
+    # 3 micro-batches per epoch with accumulation 2: steps of 2 and then 1 micro-batch
+    model, out = _centre_run(tmp_path, batch=4, accumulate=2, n_items=12, max_epochs=1)
+    assert len(out) == 3 and model.global_step == 2
+    torch.testing.assert_close(model.center, _expected_centre([[out[0], out[1]], [out[2]]]))
+
+
+class _SaveMidAccumulation(pl.Callback):
+    def __init__(self, path):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, m, outputs, batch, batch_idx):
+        if batch_idx == 0:  # the first of two micro-batches: no optimiser step yet
+            trainer.save_checkpoint(self.path)
+
+
+def test_partial_centre_sums_are_in_a_mid_accumulation_checkpoint(tmp_path):
+    path = tmp_path / "mid.ckpt"
+    model, out = _centre_run(
+        tmp_path, batch=4, accumulate=2, n_items=8, max_steps=1,
+        callbacks=[_SaveMidAccumulation(path)],
+    )  # fmt: skip
+    ckpt = torch.load(path, weights_only=True)
+    saved = ckpt["procvision"][module_mod.CENTER_ACCUMULATOR_KEY]
+    torch.testing.assert_close(saved, module_mod.center_statistics(out[0]))
+    assert saved[-1] == 2 * 4  # 2 global views x batch 4
+    fresh, _ = make(n_local=1)
+    fresh.on_load_checkpoint(ckpt)
+    torch.testing.assert_close(fresh.center_accumulator, saved)
+
+
+def test_center_statistics_add_up_to_the_mean():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 3, 5, generator=g), torch.randn(2, 1, 5, generator=g)
+    stats = module_mod.center_statistics(a) + module_mod.center_statistics(b)
+    assert stats[-1] == 8
+    want = 0.9 * torch.ones(1, 5) + 0.1 * torch.cat([a, b], dim=1).mean(dim=(0, 1))[None]
+    torch.testing.assert_close(
+        module_mod.center_from_statistics(torch.ones(1, 5), stats, 0.9), want
+    )
+    c = torch.ones(1, 5)
+    assert torch.equal(module_mod.center_from_statistics(c, torch.zeros(6), 0.9), c)
+
+
+def test_init_backbone_of_another_architecture_is_one_line(tmp_path):
+    from procvision.models.backbone import Backbone
+    from procvision.models.export import export_backbone
+
+    export_backbone(Backbone("vit_tiny_patch16_224", 32, 8, **TINY), tmp_path / "export")
+    with pytest.raises(module_mod.TrainingConfigError) as info:
+        DINOModule("vit_tiny_patch16_224", 32, 4, TINY, out_dim=8, hidden_dim=8, bottleneck_dim=8,
+                   init_backbone=str(tmp_path / "export"))  # fmt: skip
+    msg = str(info.value)
+    assert "\n" not in msg and "patch_size 4" in msg and "config.json" in msg
+
+
+def test_crop_sizes_the_patch_does_not_divide():
+    module_mod.check_crop_sizes({"global_size": 32, "local_size": 16}, 8)
+    module_mod.check_crop_sizes({"global_size": 33}, None)  # not a ViT
+    with pytest.raises(module_mod.TrainingConfigError, match="local_size = 20 .* 16 or 24"):
+        module_mod.check_crop_sizes({"global_size": 32, "local_size": 20}, 8)
+
+
+def test_batch_size_hparam_below_one_is_refused():
+    with pytest.raises(module_mod.TrainingConfigError, match="model.batch_size"):
+        make(batch_size=0)

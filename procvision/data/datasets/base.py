@@ -10,6 +10,7 @@ the sha256 of its content, which the visual memory stores as metadata. A corrupt
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,14 +133,52 @@ class ArrayDataset(RealDataset):
         return np.asarray(self.images).reshape(len(self.images), -1)
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff")
-IMAGE_EXTENSIONS += (".webp", ".gif")
+# The one list of image suffixes (lower case) of every image-folder reader: training folders,
+# folder sources and labelled ImageFolder trees.
+IMAGE_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+)  # fmt: skip
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Decode an image file fully; raise `CorruptImageError` naming it if that fails."""
+def list_files(root: str | Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> list[str]:
+    """The one folder listing: sorted relative paths (posix) of the files under `root` whose
+    suffix is in `extensions` (case-insensitive), recursively, following links; hidden files and
+    folders (".name") are left out.
+
+    Args:
+        root: an existing folder.
+        extensions: suffixes with their dot, e.g. (".png",).
+    Returns:
+        e.g. ["a.png", "sub/b.jpg"]; every caller decides what an empty list means.
+    """
+    root = Path(root)
+    exts = {e.lower() for e in extensions}
+    out = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(folder).relative_to(root)
+        out.extend(
+            (rel / f).as_posix()
+            for f in files
+            if not f.startswith(".") and Path(f).suffix.lower() in exts
+        )
+    return sorted(out)
+
+
+def open_image(path: str | Path, draft: int | None = None) -> Image.Image:
+    """The one image reader: decode a file fully to 8-bit RGB (any mode, see `to_rgb`).
+
+    Args:
+        path: the image file.
+        draft: if given, JPEGs are decoded at the smallest scale whose sides are >= draft
+            (PIL's draft mode; a speed-up for images much larger than they will be used).
+    Raises:
+        CorruptImageError: naming the file, if it is missing or does not decode.
+    """
     try:
         with Image.open(path) as img:
+            if draft is not None:
+                img.draft("RGB", (draft, draft))
             img.load()
             return to_rgb(img)
     except FileNotFoundError as err:
@@ -238,4 +277,27 @@ def collate_skip(
     kept = [item for item in batch if item is not None]
     if not kept:
         return None
+    check_same_size(kept)
     return default_collate(kept)
+
+
+class MixedImageSizeError(DatasetFormatError):
+    """Images of different sizes in one batch (resize policy "none" on images of mixed sizes)."""
+
+
+def check_same_size(items: Sequence[Item]) -> None:
+    """Raise `MixedImageSizeError` naming two items of different image shapes, else nothing.
+
+    Args:
+        items: `(image [3, H, W], label, index)` tuples of one batch.
+    """
+    first = items[0]
+    for item in items[1:]:
+        if item[0].shape != first[0].shape:
+            a, b = (tuple(x[0].shape[-2:]) for x in (first, item))
+            ids = f"items {first[2]} and {item[2]}" if len(item) > 2 else "two items"
+            raise MixedImageSizeError(
+                f"images of different sizes in one batch ({ids}: {a[0]}x{a[1]} and {b[0]}x{b[1]} "
+                "pixels); resize policy 'none' needs images of one size: use --resize-policy "
+                "resize (or crop) with --image-size, or resize the images beforehand"
+            )

@@ -13,6 +13,7 @@ from procvision.data.datasets.base import (
     DatasetFormatError,
     FileDataset,
     Transform,
+    list_files,
 )
 
 
@@ -36,13 +37,7 @@ def list_image_folder(root: str | Path) -> tuple[list[str], list[int], list[str]
         raise DatasetFormatError(f"{root}: no class folders; expected root/<class>/<image>.jpg")
     paths, labels = [], []
     for label, name in enumerate(classes):
-        found = []
-        for folder, dirs, files in os.walk(root / name, followlinks=True):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            found += [
-                os.path.join(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)
-            ]
-        found.sort()
+        found = [os.path.join(root, name, f) for f in list_files(root / name, IMAGE_EXTENSIONS)]
         paths += found
         labels += [label] * len(found)
     if not paths:
@@ -104,7 +99,7 @@ class CUB200(FileDataset):
         for name in ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"):
             _require_file(root / name, expected)
         if split not in ("train", "test"):
-            raise ValueError(f"CUB split must be 'train' or 'test', got {split!r}")
+            raise DatasetFormatError(f"unknown CUB split {split!r}; valid splits: train, test")
         files = {r[0]: r[1] for r in _read_table(root / "images.txt", 2)}
         labels = {r[0]: int(r[1]) - 1 for r in _read_table(root / "image_class_labels.txt", 2)}
         is_train = {r[0]: r[1] == "1" for r in _read_table(root / "train_test_split.txt", 2)}
@@ -131,7 +126,7 @@ class Food101(FileDataset):
         if not (root / "meta").is_dir() and (root / "food-101" / "meta").is_dir():
             root = root / "food-101"
         if split not in ("train", "test"):
-            raise ValueError(f"Food-101 split must be 'train' or 'test', got {split!r}")
+            raise DatasetFormatError(f"unknown Food-101 split {split!r}; valid splits: train, test")
         expected = (
             "food-101/{images/<class>/<id>.jpg, meta/train.txt, meta/test.txt, meta/classes.txt}"
         )
@@ -175,8 +170,8 @@ class Flowers102(FileDataset):
         if not (root / "setid.mat").is_file() and (root / "flowers-102" / "setid.mat").is_file():
             root = root / "flowers-102"
         if split not in self._SPLIT_KEYS:
-            raise ValueError(
-                f"Flowers-102 split must be one of {list(self._SPLIT_KEYS)}, got {split!r}"
+            raise DatasetFormatError(
+                f"unknown Flowers-102 split {split!r}; valid splits: {', '.join(self._SPLIT_KEYS)}"
             )
         expected = "flowers-102/{jpg/image_XXXXX.jpg, imagelabels.mat, setid.mat}"
         for name in ("imagelabels.mat", "setid.mat"):

@@ -7,6 +7,7 @@ in /usr/share/datasets/fashion-mnist), or torchvision's `raw/` and `FashionMNIST
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,21 @@ def read_idx(path: str | Path) -> np.ndarray:
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as err:
-            raise DatasetFormatError(f"{path}: broken gzip stream ({err})") from err
+        except (OSError, EOFError, zlib.error) as err:
+            raise DatasetFormatError(
+                f"{path}: broken gzip stream ({err}); the file is corrupt: download or copy it again"
+            ) from err
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] not in _IDX_DTYPES:
         raise DatasetFormatError(
             f"{path}: not an IDX file (expected magic 00 00 <dtype> <ndim>, got {data[:4].hex()})"
         )
     dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetFormatError(
+            f"{path}: truncated in its header ({len(data)} bytes, the header of a {ndim}-d IDX "
+            f"file has {header}); the file is incomplete: download or copy it again"
+        )
     shape = tuple(int(d) for d in np.frombuffer(data[4:header], dtype=">u4"))
     expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) != expected:
@@ -70,7 +78,9 @@ def find_idx_file(root: str | Path, stem: str) -> Path:
 def load_idx_split(root: str | Path, split: str) -> tuple[np.ndarray, np.ndarray, Path]:
     """(images uint8 [N, 28, 28], labels int64 [N], images file) of one split: train or test."""
     if split not in _SPLIT_PREFIX:
-        raise ValueError(f"IDX split must be 'train' or 'test', got {split!r}")
+        raise DatasetFormatError(
+            f"unknown split {split!r} of the IDX files in {root}; valid splits: train, test"
+        )
     prefix = _SPLIT_PREFIX[split]
     img_path = find_idx_file(root, f"{prefix}-images-idx3-ubyte")
     lbl_path = find_idx_file(root, f"{prefix}-labels-idx1-ubyte")

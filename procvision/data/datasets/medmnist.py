@@ -97,13 +97,16 @@ class MedMNIST(ArrayDataset):
         skip_corrupt: bool = False,
     ) -> None:
         path = Path(path)
+        if split not in MEDMNIST_SPLITS:
+            raise DatasetFormatError(
+                f"unknown MedMNIST split {split!r} of {path}; valid splits: "
+                + ", ".join(MEDMNIST_SPLITS)
+            )
         if not path.is_file():
             raise DatasetFormatError(
                 f"{path}: MedMNIST file not found; expected e.g. pathmnist.npz or pathmnist_224.npz "
                 "(download it from zenodo.org/records/10519652 on a machine with internet)"
             )
-        if split not in MEDMNIST_SPLITS:
-            raise ValueError(f"MedMNIST split must be one of {MEDMNIST_SPLITS}, got {split!r}")
         images = npz_array(path, f"{split}_images")
         labels = _labels(path, split)
         num_classes = 1 + max(

@@ -16,13 +16,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from procvision.data.datasets.base import RealDataset, Transform
+from procvision.data.datasets.base import DatasetFormatError, RealDataset, Transform
 from procvision.data.datasets.folders import CUB200, Flowers102, Food101, ImageFolder
 from procvision.data.datasets.idx import MNIST, FashionMNIST
 from procvision.data.datasets.medmnist import MedMNIST
 
 KINDS = ("fashion_mnist", "mnist", "imagefolder", "medmnist", "cub", "food101", "flowers102")
 SPLITS = ("train", "val", "test", "valid", "validation")
+# the splits each kind has (an image folder's are whatever sub-folders it holds)
+KIND_SPLITS = {
+    "fashion_mnist": ("train", "test"),
+    "mnist": ("train", "test"),
+    "imagefolder": SPLITS,
+    "medmnist": ("train", "val", "test"),
+    "cub": ("train", "test"),
+    "food101": ("train", "test"),
+    "flowers102": ("train", "val", "test"),
+}
 
 
 @dataclass(frozen=True)
@@ -35,12 +45,27 @@ class DatasetURI:
         return ":".join(p for p in (self.kind, self.path, self.split) if p)
 
 
+def _exists(path: str) -> bool:
+    return Path(path).expanduser().exists()
+
+
+def _split_typo(uri: str, kind: str, split: str) -> DatasetFormatError:
+    return DatasetFormatError(
+        f"dataset {uri!r}: unknown split {split!r} of {kind}; valid splits: "
+        + ", ".join(KIND_SPLITS[kind])
+    )
+
+
 def parse_dataset_uri(uri: str) -> DatasetURI:
-    """`kind[:path][:split]` -> DatasetURI (the path may itself contain ':')."""
+    """`kind[:path][:split]` -> DatasetURI (the path may itself contain ':').
+
+    A last `:WORD` that is no split, after a path that exists while the whole does not, is a
+    split typo (`medmnist:pathmnist.npz:tset`): refused with the kind's valid splits.
+    """
     kind, _, rest = str(uri).partition(":")
     kind = kind.strip().lower().replace("-", "_")
     if kind not in KINDS:
-        raise ValueError(
+        raise DatasetFormatError(
             f"unknown dataset {uri!r}: expected one of {', '.join(KINDS)} (e.g. imagefolder:DIR)"
         )
     path, split = rest or None, None
@@ -48,8 +73,19 @@ def parse_dataset_uri(uri: str) -> DatasetURI:
         path, split = None, rest
     elif rest and ":" in rest and rest.rsplit(":", 1)[1] in SPLITS:
         path, split = rest.rsplit(":", 1)
+    elif rest and ":" in rest and not _exists(rest):
+        head, word = rest.rsplit(":", 1)
+        if _exists(head) and word and "/" not in word:
+            raise _split_typo(uri, kind, word)
+    elif rest and kind == "fashion_mnist" and "/" not in rest and not _exists(rest):
+        raise DatasetFormatError(
+            f"dataset {uri!r}: {rest!r} is neither a split of fashion_mnist "
+            f"({', '.join(KIND_SPLITS[kind])}) nor an existing folder of IDX files"
+        )
     if path is None and kind not in ("fashion_mnist",):
-        raise ValueError(f"dataset {uri!r} needs a path: {kind}:PATH[:split]")
+        raise DatasetFormatError(f"dataset {uri!r} needs a path: {kind}:PATH[:split]")
+    if split is not None and split not in KIND_SPLITS[kind]:
+        raise _split_typo(uri, kind, split)
     return DatasetURI(kind, path, split)
 
 

@@ -16,6 +16,13 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from procvision.errors import UserError
+
+
+class TransformError(UserError, ValueError):
+    """An evaluation transform setting out of range (size, policy, interpolation, ...)."""
+
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -67,17 +74,17 @@ class EvalTransform:
 
     def __post_init__(self) -> None:
         if self.policy not in ("crop", "resize", "none"):
-            raise ValueError(
+            raise TransformError(
                 f"resize policy must be 'crop', 'resize' or 'none', got {self.policy!r}"
             )
         if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(
+            raise TransformError(
                 f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {self.interpolation!r}"
             )
         if self.normalize not in ("imagenet", "none"):
-            raise ValueError(f"normalize must be 'imagenet' or 'none', got {self.normalize!r}")
+            raise TransformError(f"normalize must be 'imagenet' or 'none', got {self.normalize!r}")
         if self.size < 1 or not 0.0 < self.crop_ratio <= 1.0:
-            raise ValueError(
+            raise TransformError(
                 f"need size >= 1 and 0 < crop_ratio <= 1, got {self.size}, {self.crop_ratio}"
             )
 
