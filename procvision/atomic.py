@@ -56,7 +56,7 @@ def check_output_file(path: str | Path) -> Path:
         raise OutputPathError(f"output {text!r} names a folder, not a file: give a file name")
     try:
         st = os.lstat(p)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # absent, or a path inside a file (below)
         st = None
     if st is not None and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
