@@ -16,6 +16,9 @@ TOOL_COMMANDS = {
     "memory": "procvision.commands.memory",
     "privacy": "procvision.commands.privacy",
     "segment": "procvision.commands.segment",
+    "linear": "procvision.commands.linear",
+    "medmnist": "procvision.commands.medmnist",
+    "report": "procvision.commands.report",
 }
 
 
