@@ -48,7 +48,8 @@ def test_the_test_split_never_chooses_the_lr(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(linear, "evaluate_accuracy", spy)
     out = linear_probe(tx, ty, qx, qy, FAST, progress=False)
-    # one evaluation per lr on the validation split of the training set, then the test set once, last
+    # one evaluation per lr (the heads of one fit) on the validation split of the training set,
+    # then the test set once, last
     assert len(calls) == len(FAST.lrs) + 1
     assert calls[-1] == qx.data_ptr() and qx.data_ptr() not in calls[:-1]
     # the choice depends on the training set only: adversarial test labels change nothing but top-1
@@ -64,3 +65,28 @@ def test_recipe_checks() -> None:
         LinearRecipe(val_fraction=0.0)
     with pytest.raises(ValueError, match="lrs"):
         LinearRecipe(lrs=())
+
+
+def test_cosine_schedule_per_head() -> None:
+    probe = linear.LinearProbe(4, 2, [1.0, 10.0], total_steps=10)
+    conf = probe.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert [g["lr"] for g in opt.param_groups] == [1.0, 10.0]
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5, 5.0])
+    for _ in range(5):
+        opt.step()
+        sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.0, 0.0], abs=1e-12)
+
+
+def test_heads_train_independently() -> None:
+    """A head fitted beside others equals the same head fitted alone (disjoint parameters)."""
+    x, y = separable(64, 2)
+    together = linear.fit_linear(x, y, 3, [1.0, 0.1], FAST)  # the first head is initialised first
+    [alone] = linear.fit_linear(x, y, 3, [1.0], FAST)
+    assert torch.allclose(together[0].weight, alone.weight, atol=1e-6)
+    assert torch.allclose(together[0].bias, alone.bias, atol=1e-6)
+    assert not torch.allclose(together[1].weight, together[0].weight)
