@@ -29,6 +29,7 @@ from procvision.eval.linear import dataset_features
 from procvision.eval.paper_report import MEDMNIST_PAPER_BEST, MEDMNIST_SETS, TABLE3_MEDMNIST
 
 PROG = "procvision medmnist"
+PIXELS_MAX_SIDE = 128  # the raw-pixel baseline holds all images as vectors in memory
 
 
 class MedMNISTArgumentError(UserError):
@@ -97,6 +98,12 @@ def evaluate_set(features, path: Path, name: str, transform: EvalTransform, cfg:
     """The k-NN record of one set: memory = `cfg.memory_split`, queries = `cfg.query_split`."""
     t0 = time.perf_counter()
     memory = seeded_subset(MedMNIST(path, cfg.memory_split, transform), cfg.max_memory, cfg.seed)
+    side = int(memory.load_image(0).size[0]) if len(memory) else 0
+    if model.get("backbone") == "pixels" and side > PIXELS_MAX_SIDE:
+        raise MedMNISTArgumentError(
+            f"{path.name}: raw pixels of {side}-px images would need {side * side * 3}-d vectors for "
+            f"every image; use the 28-px files for the pixel baseline (--size 28)"
+        )
     queries = seeded_subset(MedMNIST(path, cfg.query_split, transform), cfg.max_queries,
                             cfg.seed + 1)  # fmt: skip
     m, q = features(memory), features(queries)

@@ -290,12 +290,16 @@ def evaluate_nights(
     if not triplets:
         raise ValueError(f"{root}: no triplet of split {split!r} with votes >= {min_votes}")
     tf = nights_transform(image_size, interpolation, "imagenet")
+    was_training = backbone.training
     embed = cls_embedder(backbone.to(device).eval(), cls)
-    streams = [
-        embed_stream(embed, NightsImages(root, triplets, r, tf, skip_corrupt), batch_size, device,
-                     num_workers, progress)
-        for r in ROLES
-    ]  # fmt: skip
+    try:
+        streams = [
+            embed_stream(embed, NightsImages(root, triplets, r, tf, skip_corrupt), batch_size,
+                         device, num_workers, progress)
+            for r in ROLES
+        ]  # fmt: skip
+    finally:
+        backbone.train(was_training)
     results = score_streams(streams, triplets)
     if baselines:
         results.update(
