@@ -81,5 +81,8 @@ def test_medmnist_errors_are_one_line(tmp_path: Path, capsys) -> None:
 
 def test_pixel_baseline_refuses_224_px_files(tmp_path: Path, capsys) -> None:
     make_medmnist_npz(tmp_path / "tissuemnist_224.npz", size=160)
-    assert main(["medmnist", "--root", str(tmp_path), "--backbone", "pixels", "--sets", "[tissue]"]) == 2
+    assert (
+        main(["medmnist", "--root", str(tmp_path), "--backbone", "pixels", "--sets", "[tissue]"])
+        == 2
+    )
     assert "use the 28-px files for the pixel baseline" in capsys.readouterr().err
