@@ -170,3 +170,33 @@ def test_load_runs_family_and_seed(runs: Path) -> None:
     )
     assert got["kml_mixup_seed1"].seed == 1 and got["random"].seed is None
     assert got["shaders_seed0"].params == 21_000_000
+
+
+def test_report_reads_what_the_commands_write(tmp_path: Path, capsys) -> None:
+    """The JSONs of `procvision linear`, `procvision medmnist` and `evaluate_nights`, end to end."""
+    from procvision.eval.nights import evaluate_nights
+    from tests.eval.test_nights import MeanColour
+    from tests.fixtures_real import make_idx_root, make_medmnist_npz
+    from tests.nights_fixture import EXPECTED_VAL, make_nights
+
+    fm = make_idx_root(tmp_path / "fm", n_train=30, n_test=10)
+    make_medmnist_npz(tmp_path / "med" / "bloodmnist.npz")
+    run = tmp_path / "runs" / "pixels_seed0"
+    assert main(["linear", "--train", f"fashion_mnist:{fm}:train", "--test", f"fashion_mnist:{fm}:test",
+                 "--lrs", "[1.0]", "--epochs", "2", "--json", str(run / "linear.json")]) == 0  # fmt: skip
+    assert main(["medmnist", "--root", str(tmp_path / "med"), "--backbone", "pixels",
+                 "--out", str(run / "medmnist")]) == 0  # fmt: skip
+    evaluate_nights(MeanColour(), make_nights(tmp_path / "nights"), image_size=8, progress=False,
+                    json_path=run / "nights.json")  # fmt: skip
+    out = tmp_path / "report"
+    assert main(["report", "--runs", str(run), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    lin = json.loads((run / "linear.json").read_text())
+    assert f"[{lin['results']['top1']:.2f}](../runs/pixels_seed0/linear.json)" in md
+    blood = json.loads((run / "medmnist" / "blood.json").read_text())
+    assert (
+        f"[{blood['results']['weighted/best/top1']:.2f}](../runs/pixels_seed0/medmnist/blood.json)"
+        in md
+    )
+    assert f"[{EXPECTED_VAL:.4f}](../runs/pixels_seed0/nights.json)" in md
+    assert "Not evaluation results" not in md  # every file was understood
