@@ -200,3 +200,41 @@ def test_report_reads_what_the_commands_write(tmp_path: Path, capsys) -> None:
     )
     assert f"[{EXPECTED_VAL:.4f}](../runs/pixels_seed0/nights.json)" in md
     assert "Not evaluation results" not in md  # every file was understood
+
+
+def test_check_claim_by_hand() -> None:
+    from procvision.eval.paper_report import check_claim
+
+    # means 80 and 78, sds sqrt(2) and sqrt(2) -> spread 2: a 2-point lead is inside the spread
+    c = check_claim([79.0, 81.0], ">", [77.0, 79.0], ("A", "B"))
+    assert c.diff == pytest.approx(2.0) and c.spread == pytest.approx(2.0)
+    assert c.verdict == "inside the seed spread"
+    assert check_claim([84.0, 86.0], ">", [77.0, 79.0], ("A", "B")).verdict == "held"
+    assert check_claim([70.0, 72.0], ">", [77.0, 79.0], ("A", "B")).verdict == "did not hold"
+    assert check_claim([79.0, 81.0], "≈", [77.0, 79.0], ("A", "B")).verdict == "held"
+    assert check_claim([85.0], ">", [80.0], ("A", "B")).verdict == "held (1 seed: spread unknown)"
+    assert check_claim([85.0], "≈", [80.0], ("A", "B")).verdict == "(1 seed: spread unknown)"
+
+
+def test_report_checks_the_papers_ordering(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    best = {"kml_mixup": (85.0, 86.0), "kml": (84.0, 85.0), "shaders_mixup": (84.5, 84.5),
+            "shaders": (80.0, 81.0), "stylegan": (82.0, 83.0), "random_init": (70.0, 71.0)}  # fmt: skip
+    for family, values in best.items():
+        for seed, v in enumerate(values):
+            write(
+                root / f"{family}_seed{seed}" / "knn_results.json",
+                knn_callback_json(v - 1, v, 20, None),
+            )
+    out = tmp_path / "report"
+    assert main(["report", "--runs", *map(str, sorted(root.iterdir())), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    rows = {line.split(" | ")[1]: line for line in md.split("## The paper's ordering")[1].splitlines()
+            if line.startswith("| fashion_mnist")}  # fmt: skip
+    assert "inside the seed spread" in rows["kml_mixup >= kml"]  # 1.0 apart, spread 1.0
+    assert rows["kml ≈ shaders_mixup"].endswith("| held |")  # 0.0 apart
+    assert "| held |" in rows["shaders_mixup > shaders"]  # 4.0 apart
+    assert "did not hold" in rows["shaders > stylegan"]  # StyleGAN is 2 points better here
+    assert "| held |" in rows["stylegan > random_init"]
+    summary = json.loads((out / "report.json").read_text())
+    assert len(summary["ordering"]["fashion_mnist"]) == 4 + 5

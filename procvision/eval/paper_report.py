@@ -18,7 +18,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -656,6 +656,91 @@ def size_section(runs: Sequence[Run], out_dir: Path) -> list[str]:
     )
 
 
+#: the paper's k-NN ordering (spec §5, §8): KML Mixup >= KML ≈ Mixup > Shaders > StyleGAN, and every
+#: procedural family above the white-box baselines
+PAPER_ORDERING = (("kml_mixup", ">=", "kml"), ("kml", "≈", "shaders_mixup"),
+                  ("shaders_mixup", ">", "shaders"), ("shaders", ">", "stylegan"))  # fmt: skip
+PROCEDURAL = ("kml_mixup", "kml", "shaders_mixup", "shaders", "stylegan")
+BASELINES = ("random_init", "raw_pixels")
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    """One ordering claim `a op b` on one dataset, checked against the family means over seeds."""
+
+    a: str
+    op: str
+    b: str
+    diff: float
+    spread: float | None
+    verdict: str
+
+
+def check_claim(
+    a: Sequence[float], op: str, b: Sequence[float], names: tuple[str, str]
+) -> ClaimCheck:
+    """Verdict of the claim "mean(a) op mean(b)" given seed repeats a and b.
+
+    spread = sqrt(sd_a² + sd_b²), the seed-to-seed standard deviation of a difference (None with
+    fewer than 2 seeds on either side). Verdicts: "held"; "did not hold"; "inside the seed spread"
+    (|diff| <= spread, for > and >=); for ≈: "held" when |diff| <= spread, else "did not hold";
+    "(1 seed: spread unknown)" is appended when there is no spread.
+    """
+    ma, sa = mean_and_spread(list(a))
+    mb, sb = mean_and_spread(list(b))
+    diff = ma - mb
+    spread = None if sa is None or sb is None else (sa**2 + sb**2) ** 0.5
+    if op == "≈":
+        if spread is None:
+            verdict = "(1 seed: spread unknown)"
+        else:
+            verdict = "held" if abs(diff) <= spread else "did not hold"
+    else:
+        if spread is not None and abs(diff) <= spread:
+            verdict = "inside the seed spread"
+        elif diff > 0 or (op == ">=" and diff == 0):
+            verdict = "held"
+        else:
+            verdict = "did not hold"
+        if spread is None:
+            verdict += " (1 seed: spread unknown)"
+    return ClaimCheck(names[0], op, names[1], diff, spread, verdict)
+
+
+def ordering_checks(runs: Sequence[Run], dataset: str, key: str = "best_top1") -> list[ClaimCheck]:
+    """The paper's ordering claims, and procedural-vs-baseline claims, on one k-NN dataset, for the
+    families present (by normalised name)."""
+    by_family: dict[str, list[float]] = {}
+    shown: dict[str, str] = {}
+    for r in runs:
+        e = r.entries.get(("knn", dataset))
+        if e is not None and key in e.values:
+            f = normalise_family(r.family)
+            by_family.setdefault(f, []).append(e.values[key])
+            shown.setdefault(f, r.family)
+    claims = list(PAPER_ORDERING)
+    claims += [(p, ">", b) for p in PROCEDURAL for b in BASELINES]
+    return [check_claim(by_family[a], op, by_family[b], (shown[a], shown[b]))
+            for a, op, b in claims if a in by_family and b in by_family]  # fmt: skip
+
+
+def ordering_section(runs: Sequence[Run]) -> list[str]:
+    """Which of the paper's k-NN ordering claims held on each dataset, and which differences are
+    inside the seed-to-seed spread."""
+    lines = ["## The paper's ordering (k-NN, best k)", ""]
+    ds = _datasets(runs, "knn")
+    rows = [[d, f"{c.a} {c.op} {c.b}", f"{c.diff:+.2f}", GAP if c.spread is None else f"{c.spread:.2f}",
+             c.verdict] for d in ds for c in ordering_checks(runs, d)]  # fmt: skip
+    if not rows:
+        return lines + [f"{GAP}: needs k-NN results of at least two of the families "
+                        "(kml_mixup, kml, shaders_mixup, shaders, stylegan, random init, raw pixels).", ""]  # fmt: skip
+    lines += ["Claims: KML Mixup ≥ KML ≈ Mixup > Shaders > StyleGAN (spec §5, §8), and every "
+              "procedural family above random init and raw pixels. diff = mean(A) − mean(B) over seeds; "
+              "spread = sqrt(sd_A² + sd_B²).", ""]  # fmt: skip
+    lines += _table(["dataset", "claim", "diff (points)", "seed spread", "verdict"], rows)
+    return lines + [""]
+
+
 def sources_section(runs: Sequence[Run], out_dir: Path) -> list[str]:
     """Every JSON read, with the fingerprint recorded for it; files that were not understood."""
     lines = ["## Sources", ""]
@@ -817,6 +902,7 @@ def build_report(roots: Sequence[str | Path], out_dir: str | Path, alpha: float 
     lines += nights_section(runs, out_dir, alpha)
     lines += privacy_section(runs, out_dir)
     lines += size_section(runs, out_dir)
+    lines += ordering_section(runs)
     lines += sources_section(runs, out_dir)
     md = write_text_atomic(out_dir / "report.md", "\n".join(lines))
     summary = {
@@ -828,6 +914,7 @@ def build_report(roots: Sequence[str | Path], out_dir: str | Path, alpha: float 
                               for e in r.entries.values()],
                   "ignored": [str(p) for p in r.ignored]} for r in runs],
         "plots": [k for k, v in plots.items() if v is not None],
+        "ordering": {d: [asdict(c) for c in ordering_checks(runs, d)] for d in _datasets(runs, "knn")},
     }  # fmt: skip
     js = write_json_atomic(out_dir / "report.json", summary)
     return {"markdown": md, "plots": [p for p in plots.values() if p is not None], "json": js,
