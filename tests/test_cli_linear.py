@@ -20,7 +20,7 @@ def test_linear_config_runs(tmp_path: Path, backbone: str, capsys) -> None:
     rc = main([
         "linear", "--config", str(CONFIG), "--backbone", backbone,
         "--train", f"fashion_mnist:{root}:train", "--test", f"fashion_mnist:{root}:test",
-        "--lrs", "[1.0, 10.0]", "--epochs", "3", "--batch-size", "16", "--knn-ks", "[1, 20]",
+        "--lrs", "[0.01, 0.1]", "--epochs", "3", "--batch-size", "16", "--knn-ks", "[1, 20]",
         "--json", str(out),
     ])  # fmt: skip
     assert rc == 0
@@ -30,7 +30,7 @@ def test_linear_config_runs(tmp_path: Path, backbone: str, capsys) -> None:
     assert record["kind"] == "linear" and record["dataset"] == "fashion_mnist"
     lin = record["results"]
     assert lin["n_train"] == 40 and lin["n_val"] == 4 and lin["n_test"] == 20
-    assert lin["lr"] in (1.0, 10.0) and set(lin["sweep"]) == {"1", "10"}
+    assert lin["lr"] in (0.01, 0.1) and set(lin["sweep"]) == {"0.01", "0.1"}
     assert 0.0 <= lin["top1"] <= 100.0 and "weighted/k20/top1" in record["knn"]
     assert record["model"]["fingerprint"] and record["recipe"]["epochs"] == 3
     if backbone == "pixels":  # the fixture's bright bands are linearly separable in pixel space

@@ -57,6 +57,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=LinearRecipe.weight_decay)
     p.add_argument("--val-fraction", type=float, default=LinearRecipe.val_fraction)
     p.add_argument("--seed", type=int, default=0, help="split, init, shuffling and subsets")
+    p.add_argument("--standardize", type=bool, default=LinearRecipe.standardize,
+                   help="fit on per-dimension standardised features (stats of the fitted rows only)")  # fmt: skip
     p.add_argument("--knn-ks", type=list[int], default=list(DEFAULT_KS),
                    help="k-NN on the same features ([] to skip)")  # fmt: skip
     p.add_argument("--json", type=str | None, default=None, help="write the result JSON here")
@@ -93,7 +95,7 @@ def _run(cfg: Namespace) -> int:
     t0 = time.perf_counter()
     try:
         recipe = LinearRecipe(tuple(cfg.lrs), cfg.epochs, cfg.batch_size, cfg.momentum,
-                              cfg.weight_decay, cfg.val_fraction, cfg.seed)  # fmt: skip
+                              cfg.weight_decay, cfg.val_fraction, cfg.seed, cfg.standardize)  # fmt: skip
     except ValueError as err:
         raise LinearArgumentError(str(err)) from err
     try:

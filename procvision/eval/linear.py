@@ -35,22 +35,29 @@ class LinearRecipe:
     """Hyper-parameters of the probe.
 
     Args:
-        lrs: the learning rates swept (SGD; features are L2-normalised, hence lrs near 1).
+        lrs: the learning rates swept (SGD, for standardised features).
         epochs: epochs of each fit (cosine schedule from lr to 0 over all steps).
         batch_size: features per step.
         momentum: SGD momentum (DINO: 0.9).
         weight_decay: SGD weight decay (DINO: 0).
         val_fraction: share of the training set held out to choose the lr (0.1).
         seed: seed of the split, the initialisation and the shuffling.
+        standardize: train on features standardised per dimension with the mean and std of the
+            rows being fitted (never of the validation or test rows), then fold that affine map
+            into the heads, so the returned heads act on the original features. A linear probe's
+            hypotheses are unchanged by it; only the conditioning improves (embeddings after a
+            final LayerNorm and L2 normalisation are nearly collinear, so raw SGD needs lrs that
+            differ by orders of magnitude between backbones).
     """
 
-    lrs: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
+    lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
     epochs: int = 20
     batch_size: int = 256
     momentum: float = 0.9
     weight_decay: float = 0.0
     val_fraction: float = 0.1
     seed: int = 0
+    standardize: bool = True
 
     def __post_init__(self) -> None:
         if not self.lrs or any(lr <= 0 for lr in self.lrs):
@@ -167,11 +174,15 @@ def fit_linear(
     progress: bool = False,
 ) -> list[nn.Linear]:
     """Train one linear head per lr on features x [N, D] with labels y [N] (one Lightning fit);
-    returns the heads (CPU, eval mode) in the order of `lrs`."""
+    returns the heads (CPU, eval mode, acting on the original features) in the order of `lrs`."""
     pl.seed_everything(recipe.seed, workers=True, verbose=False)
+    x = x.float()
+    mean, std = feature_stats(x) if recipe.standardize else (None, None)
+    if mean is not None:
+        x = (x - mean) / std
     steps = recipe.epochs * -(-len(y) // recipe.batch_size)
     probe = LinearProbe(x.shape[1], num_classes, lrs, recipe.momentum, recipe.weight_decay, steps)
-    loader = DataLoader(ShuffledBatches(x.float(), y.long(), recipe.batch_size, recipe.seed),
+    loader = DataLoader(ShuffledBatches(x, y.long(), recipe.batch_size, recipe.seed),
                         batch_size=None)  # fmt: skip
     quiet = logging.getLogger("lightning.pytorch")
     level, threads = quiet.level, torch.get_num_threads()
@@ -188,7 +199,27 @@ def fit_linear(
     finally:
         quiet.setLevel(level)
         torch.set_num_threads(threads)
-    return [head.cpu().eval() for head in probe.heads]
+    heads = [head.cpu().eval() for head in probe.heads]
+    if mean is not None:
+        heads = [fold_standardization(h, mean, std) for h in heads]
+    return heads
+
+
+def feature_stats(x: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean [D] and std [D] of features x [N, D]; a constant dimension gets std 1."""
+    mean = x.mean(0)
+    std = x.std(0, unbiased=False)
+    return mean, torch.where(std > eps, std, torch.ones_like(std))
+
+
+@torch.no_grad()
+def fold_standardization(head: nn.Linear, mean: torch.Tensor, std: torch.Tensor) -> nn.Linear:
+    """The head on raw features equal to `head` on (x - mean) / std: W' = W / std, b' = b - W' mean."""
+    out = nn.Linear(head.in_features, head.out_features)
+    w = head.weight / std.to(head.weight)
+    out.weight.copy_(w)
+    out.bias.copy_(head.bias - w @ mean.to(w))
+    return out.eval()
 
 
 @torch.inference_mode()

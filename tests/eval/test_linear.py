@@ -90,3 +90,24 @@ def test_heads_train_independently() -> None:
     assert torch.allclose(together[0].weight, alone.weight, atol=1e-6)
     assert torch.allclose(together[0].bias, alone.bias, atol=1e-6)
     assert not torch.allclose(together[1].weight, together[0].weight)
+
+
+def test_standardization_is_folded_into_the_head() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 6, generator=g) * torch.tensor([1.0, 10.0, 0.1, 3.0, 1.0, 0.0]) + 5.0
+    mean, std = linear.feature_stats(x)
+    assert std[5] == 1.0  # a constant dimension is left unscaled
+    head = linear._linear_head(6, 3)
+    torch.nn.init.normal_(head.weight, generator=g)
+    folded = linear.fold_standardization(head, mean, std)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), head((x - mean) / std), atol=1e-4)
+
+
+def test_statistics_come_from_the_fitted_rows_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    (tx, ty), (qx, qy) = separable(90, 0), separable(30, 1)
+    seen: list[int] = []
+    real = linear.feature_stats
+    monkeypatch.setattr(linear, "feature_stats", lambda x: (seen.append(len(x)), real(x))[1])
+    linear_probe(tx, ty, qx, qy, FAST, progress=False)
+    assert seen == [81, 90]  # the sweep's fit rows (90 - 9 held out), then the whole training set
