@@ -129,6 +129,8 @@ def _run(cfg: Namespace) -> int:
     }  # fmt: skip
     print(f"linear probe on {name} ({model['backbone']}): lr {lin['lr']:g} chosen on "
           f"{lin['n_val']} held-out training items (val {lin['val_top1']:.2f}%)")  # fmt: skip
+    if lin["lr_at_edge"]:
+        print(f"note: the chosen lr {lin['lr']:g} is at the edge of the sweep; widen --lrs")
     print("| features | lr sweep (val top-1 %) |\n|---|---|")
     print("| " + ", ".join(f"{k}: {v:.2f}" for k, v in lin["sweep"].items()) + " |")
     print(f"\n| {name} | k-NN k=20 | k-NN best k | linear |\n|---|---|---|---|")

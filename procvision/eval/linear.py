@@ -50,7 +50,7 @@ class LinearRecipe:
             differ by orders of magnitude between backbones).
     """
 
-    lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
+    lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
     epochs: int = 20
     batch_size: int = 256
     momentum: float = 0.9
@@ -272,7 +272,8 @@ def linear_probe(
         num_classes: C; default 1 + the largest training label.
     Returns:
         {"top1": test accuracy %, "lr": chosen lr, "val_top1": its validation accuracy %,
-         "sweep": {str(lr): validation accuracy %}, "n_train", "n_fit", "n_val", "n_test",
+         "sweep": {str(lr): validation accuracy %}, "lr_at_edge": whether the chosen lr is the
+         smallest or largest swept (widen the sweep), "n_train", "n_fit", "n_val", "n_test",
          "num_classes"}.
     """
     train_y, test_y = train_y.long(), test_y.long()
@@ -283,7 +284,8 @@ def linear_probe(
     [head] = fit_linear(train_x, train_y, c, [lr], recipe, device, progress)
     top1 = evaluate_accuracy(head, test_x, test_y)
     fit_idx, val_idx = seeded_split(len(train_y), recipe.val_fraction, recipe.seed)
-    return {"top1": top1, "lr": lr, "val_top1": sweep[lr],
+    edge = len(sweep) > 1 and lr in (min(sweep), max(sweep))
+    return {"top1": top1, "lr": lr, "val_top1": sweep[lr], "lr_at_edge": edge,
             "sweep": {f"{k:g}": v for k, v in sweep.items()}, "n_train": len(train_y),
             "n_fit": len(fit_idx), "n_val": len(val_idx), "n_test": len(test_y),
             "num_classes": c}  # fmt: skip
