@@ -238,3 +238,15 @@ def test_report_checks_the_papers_ordering(tmp_path: Path) -> None:
     assert "| held |" in rows["stylegan > random_init"]
     summary = json.loads((out / "report.json").read_text())
     assert len(summary["ordering"]["fashion_mnist"]) == 4 + 5
+
+
+def test_ztest_between_two_nights_jsons(runs: Path, capsys) -> None:
+    a, b = runs / "kml_mixup_seed0" / "nights_results.json", runs / "shaders_seed0" / "nights.json"
+    assert main(["report", "--ztest", str(a), str(b)]) == 0
+    t = two_proportion_z_test(0.81, 1720, 0.83, 1720)
+    out = capsys.readouterr().out
+    assert f"z = {t.z:.3f}" in out and "not significantly different at the 5% level" in out
+    assert main(["report", "--ztest", str(a)]) == 2
+    assert "two NIGHTS JSON files" in capsys.readouterr().err
+    assert main(["report"]) == 2
+    assert "give --runs" in capsys.readouterr().err
