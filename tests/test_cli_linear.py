@@ -46,3 +46,27 @@ def test_linear_errors_are_one_line(tmp_path: Path, capsys) -> None:
     assert rc == 2 and "missing.ckpt" in err and err.count("\n") == 1
     rc = main(["linear", "--val-fraction", "1.5"])
     assert rc == 2 and "val_fraction" in capsys.readouterr().err
+
+
+def test_linear_on_a_lightning_checkpoint(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    from procvision.models import load_backbone
+    from procvision.models.module import DINOModule
+    from tests.eval.test_callbacks import TINY, TwoCrops
+
+    model = DINOModule(**TINY)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(model, datamodule=TwoCrops())
+    ckpt = tmp_path / "tiny.ckpt"
+    trainer.save_checkpoint(ckpt)
+    root = make_idx_root(tmp_path / "fm", n_train=30, n_test=10)
+    out = tmp_path / "linear.json"
+    assert main(["linear", "--backbone", str(ckpt), "--train", f"fashion_mnist:{root}:train",
+                 "--test", f"fashion_mnist:{root}:test", "--lrs", "[0.1]", "--epochs", "2",
+                 "--json", str(out)]) == 0  # fmt: skip
+    record = json.loads(out.read_text())
+    teacher = load_backbone(ckpt)
+    assert record["model"]["fingerprint"] == teacher.fingerprint()
+    assert record["data"]["transform"]["size"] == teacher.config["img_size"]

@@ -86,3 +86,15 @@ def test_pixel_baseline_refuses_224_px_files(tmp_path: Path, capsys) -> None:
         == 2
     )
     assert "use the 28-px files for the pixel baseline" in capsys.readouterr().err
+
+
+def test_medmnist_from_a_config_listing_the_sets(tmp_path: Path) -> None:
+    root = tmp_path / "med"
+    for name in ("blood", "derma"):
+        make_medmnist_npz(root / f"{name}mnist.npz")
+    config = tmp_path / "medmnist.yaml"
+    config.write_text(f"root: {root}\nbackbone: pixels\nsets: [derma, blood]\nks: [1, 5]\n"
+                      f"out: {tmp_path / 'out'}\n")  # fmt: skip
+    assert main(["medmnist", "--config", str(config)]) == 0
+    table = (tmp_path / "out" / "medmnist_table.md").read_text().splitlines()
+    assert [line.split(" | ")[0] for line in table[2:]] == ["| derma", "| blood"]
