@@ -19,8 +19,14 @@ from procvision.eval.nights import (
     twoafc_summary,
 )
 from procvision.models import random_backbone
-from tests.eval.test_configs import CONFIGS, TINY_ARGS
 from tests.nights_fixture import EXPECTED_VAL, make_nights
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "eval"
+TINY_ARGS = [
+    "--model.arch", "vit_tiny_patch16_224", "--model.img_size", "16", "--model.patch_size", "8",
+    "--model.backbone_kwargs", '{"depth": 1, "embed_dim": 32, "num_heads": 2}',
+    "--model.out_dim", "32", "--model.hidden_dim", "32", "--model.bottleneck_dim", "16",
+]  # fmt: skip
 
 
 class MeanColour(nn.Module):
