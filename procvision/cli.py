@@ -42,6 +42,18 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
         "procvision.commands.segment",
         "zero-shot segmentation R^2 of a backbone on Pascal VOC",
     ),
+    "linear": (
+        "procvision.commands.linear",
+        "linear probe on frozen features beside k-NN (paper App. B.2)",
+    ),
+    "medmnist": (
+        "procvision.commands.medmnist",
+        "k-NN on the ten MedMNIST 2D sets (paper Table 3)",
+    ),
+    "report": (
+        "procvision.commands.report",
+        "the paper's tables and plots from evaluation JSONs of several runs",
+    ),
 }
 
 

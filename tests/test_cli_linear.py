@@ -1,0 +1,72 @@
+"""`procvision linear`: CPU smoke run of the config on an IDX fixture, the JSON, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from procvision.cli import main
+from tests.fixtures_real import TINY_BACKBONE, make_idx_root
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "eval" / "linear_fashion_mnist.yaml"
+
+
+@pytest.mark.parametrize("backbone", ["pixels", "random:" + json.dumps(TINY_BACKBONE)])
+def test_linear_config_runs(tmp_path: Path, backbone: str, capsys) -> None:
+    root = make_idx_root(tmp_path / "fm", n_train=40, n_test=20)
+    out = tmp_path / "linear.json"
+    rc = main([
+        "linear", "--config", str(CONFIG), "--backbone", backbone,
+        "--train", f"fashion_mnist:{root}:train", "--test", f"fashion_mnist:{root}:test",
+        "--lrs", "[0.01, 0.1]", "--epochs", "3", "--batch-size", "16", "--knn-ks", "[1, 20]",
+        "--json", str(out),
+    ])  # fmt: skip
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| fashion_mnist | k-NN k=20 | k-NN best k | linear |" in text
+    record = json.loads(out.read_text())
+    assert record["kind"] == "linear" and record["dataset"] == "fashion_mnist"
+    lin = record["results"]
+    assert lin["n_train"] == 40 and lin["n_val"] == 4 and lin["n_test"] == 20
+    assert lin["lr"] in (0.01, 0.1) and set(lin["sweep"]) == {"0.01", "0.1"}
+    assert 0.0 <= lin["top1"] <= 100.0 and "weighted/k20/top1" in record["knn"]
+    assert record["model"]["fingerprint"] and record["recipe"]["epochs"] == 3
+    if backbone == "pixels":  # the fixture's bright bands are linearly separable in pixel space
+        assert lin["top1"] == 100.0 and record["knn"]["weighted/k1/top1"] == 100.0
+
+
+def test_linear_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    rc = main(["linear", "--train", "nosuch:x", "--test", "nosuch:y"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "unknown dataset" in err
+    rc = main(["linear", "--backbone", str(tmp_path / "missing.ckpt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "missing.ckpt" in err and err.count("\n") == 1
+    rc = main(["linear", "--val-fraction", "1.5"])
+    assert rc == 2 and "val_fraction" in capsys.readouterr().err
+
+
+def test_linear_on_a_lightning_checkpoint(tmp_path: Path) -> None:
+    import lightning.pytorch as pl
+
+    from procvision.models import load_backbone
+    from procvision.models.module import DINOModule
+    from tests.eval.test_callbacks import TINY, TwoCrops
+
+    model = DINOModule(**TINY)
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(model, datamodule=TwoCrops())
+    ckpt = tmp_path / "tiny.ckpt"
+    trainer.save_checkpoint(ckpt)
+    root = make_idx_root(tmp_path / "fm", n_train=30, n_test=10)
+    out = tmp_path / "linear.json"
+    assert main(["linear", "--backbone", str(ckpt), "--train", f"fashion_mnist:{root}:train",
+                 "--test", f"fashion_mnist:{root}:test", "--lrs", "[0.1]", "--epochs", "2",
+                 "--json", str(out)]) == 0  # fmt: skip
+    record = json.loads(out.read_text())
+    teacher = load_backbone(ckpt)
+    assert record["model"]["fingerprint"] == teacher.fingerprint()
+    assert record["data"]["transform"]["size"] == teacher.config["img_size"]
