@@ -1,0 +1,147 @@
+"""Batched per-image PCA for the R² metric (spec §4.3 steps 2-6), equal to `segmentation.pca_colours`.
+
+Each image keeps its own PCA (fitted on its own tokens); a batch only stacks the images so one
+call does B decompositions. Two solvers, both float64:
+- "gram": eigendecomposition of each image's D x D scatter matrix (cheap when N >> D, the
+  paper's case: N = 112² = 12544 grid pixels, D = 384);
+- "svd": thin SVD of each image's centred N x D matrix (the reference's solver).
+Signs follow scikit-learn >= 1.5 (each component's largest-magnitude loading is positive), so the
+colours do not depend on the sign a solver happens to return.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from procvision.eval.segmentation import normalised_inertia
+
+SOLVERS = ("gram", "svd")
+
+
+def fix_signs(components: torch.Tensor) -> torch.Tensor:
+    """Flip each component so that its largest-magnitude loading is positive.
+
+    Args:
+        components: float [..., k, D] principal axes, one per row.
+    Returns:
+        float [..., k, D], the same axes with scikit-learn's (>= 1.5) signs.
+    """
+    idx = components.abs().argmax(-1, keepdim=True)
+    return components * torch.sign(components.gather(-1, idx))
+
+
+def principal_axes(x: torch.Tensor, n_components: int = 3, solver: str = "gram") -> torch.Tensor:
+    """The first principal axes of each batch element's rows (already centred).
+
+    Args:
+        x: float64 [B, N, D] centred rows.
+        n_components: k.
+        solver: "gram" (eigh of x^T x) or "svd" (thin SVD of x).
+    Returns:
+        float64 [B, k, D], by decreasing variance, signs fixed with `fix_signs`.
+    """
+    if solver == "svd":
+        v = torch.linalg.svd(x, full_matrices=False).Vh[:, :n_components]
+    elif solver == "gram":
+        _, vecs = torch.linalg.eigh(x.transpose(1, 2) @ x)  # ascending eigenvalues
+        v = vecs.flip(-1)[..., :n_components].transpose(1, 2)
+    else:
+        raise ValueError(f"solver: expected one of {SOLVERS}, got {solver!r}")
+    return fix_signs(v)
+
+
+def batched_pca_colours(
+    features: torch.Tensor, n_components: int = 3, solver: str = "gram"
+) -> torch.Tensor:
+    """Per-image PCA projections, each component min-max normalised to [0, 1] over its image.
+
+    Args:
+        features: float [B, N, D], N rows (grid pixels) of each of B images, N >= 2.
+        n_components: components kept (paper: 3).
+        solver: see `principal_axes`.
+    Returns:
+        float64 [B, N, n_components] (NaN in a component that is constant over its image).
+    """
+    x = features.double()
+    x = x - x.mean(1, keepdim=True)
+    v = principal_axes(x, n_components, solver)
+    proj = x @ v.transpose(1, 2)  # [B, N, k]
+    lo, hi = proj.amin(1, keepdim=True), proj.amax(1, keepdim=True)
+    return (proj - lo) / (hi - lo)
+
+
+def batched_grid_colours(
+    features: torch.Tensor, grid: int = 112, solver: str = "gram"
+) -> torch.Tensor:
+    """Patch features of B images resized to grid x grid (antialiased bilinear) as PCA colours.
+
+    Args:
+        features: float [B, h, w, D].
+        grid: output side (paper: 112).
+        solver: see `principal_axes`.
+    Returns:
+        float64 [B, grid, grid, 3].
+    """
+    b, _, _, d = features.shape
+    feats = F.interpolate(
+        features.permute(0, 3, 1, 2).float(), size=(grid, grid), mode="bilinear", antialias=True
+    )  # [B, D, grid, grid]
+    flat = feats.reshape(b, d, grid * grid).transpose(1, 2)
+    return batched_pca_colours(flat, 3, solver).reshape(b, grid, grid, 3)
+
+
+def grid_labels(label_map: torch.Tensor, grid: int) -> torch.Tensor:
+    """Nearest-neighbour resize of an int [H0, W0] label map to int64 [grid * grid]."""
+    lab = F.interpolate(label_map.cpu()[None, None].float(), size=(grid, grid), mode="nearest")
+    return lab.reshape(-1).long()
+
+
+def inertia_of_colours(
+    colours: torch.Tensor, labels: torch.Tensor, ignore_index: int | None = None
+) -> float:
+    """Steps 5-6 of spec §4.3 on one image's colours and grid labels (as `image_inertia`).
+
+    Args:
+        colours: float [N, 3] PCA colours of the grid pixels.
+        labels: int64 [N] grid labels.
+        ignore_index: label left out first (VOC: 255), or None.
+    Returns:
+        I in [0, 1], or NaN.
+    """
+    keep = torch.ones_like(labels, dtype=torch.bool)
+    if ignore_index is not None:
+        keep &= labels != ignore_index
+    _, inverse = torch.unique(labels[keep], return_inverse=True)
+    fg = inverse > 0
+    return normalised_inertia(colours[keep][fg], inverse[fg])
+
+
+def batched_image_inertia(
+    features: torch.Tensor,
+    label_maps: Sequence[torch.Tensor],
+    grid: int = 112,
+    ignore_index: int | None = None,
+    solver: str = "gram",
+) -> list[float]:
+    """`segmentation.image_inertia` for B images at once (the PCA batched, on features' device).
+
+    Args:
+        features: float [B, h, w, D] patch features (or [B, H, W, 3] pixels for RGB).
+        label_maps: B int label maps, each [H0, W0] (sizes may differ).
+        grid, ignore_index: as `image_inertia`.
+        solver: see `principal_axes`.
+    Returns:
+        B inertias (NaN where an image has no usable pixel).
+    """
+    if len(label_maps) != features.shape[0]:
+        raise ValueError(f"{features.shape[0]} feature maps but {len(label_maps)} label maps")
+    colours = batched_grid_colours(features, grid, solver).reshape(features.shape[0], -1, 3).cpu()
+    out = []
+    for c, lab in zip(colours, label_maps, strict=True):
+        value = inertia_of_colours(c, grid_labels(lab, grid), ignore_index)
+        out.append(math.nan if math.isnan(value) else value)
+    return out
