@@ -178,3 +178,11 @@ def incontext_benchmark(
 def _mask_at(labels: torch.Tensor, c: int, size: Sequence[int]) -> torch.Tensor:
     m = (labels == c).float()[None, None]
     return F.interpolate(m, size=tuple(size), mode="nearest")[0, 0]
+
+
+def overlay(image: torch.Tensor, mask: torch.Tensor, alpha: float = 0.6) -> torch.Tensor:
+    """uint8 [H, W, 3] picture of an image float [3, H, W] with a soft mask [H, W] in red."""
+    red = torch.tensor([1.0, 0.1, 0.1])[:, None, None]
+    a = alpha * mask.clamp(0, 1)[None]
+    out = image.float() * (1 - a) + red * a
+    return (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from procvision.data.augment import normalize
 from procvision.eval.seg_pca import grid_labels
+from procvision.eval.segmentation import image_inertia, r2_score
 
 
 def _sq_dists(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -152,13 +153,16 @@ def kmeans_segmentation(
     device: str = "cpu",
     seed: int = 0,
     progress: bool = True,
+    with_r2: bool = False,
 ) -> dict[str, float]:
     """Mean per-image K-means mIoU (x 100) of a backbone's patch features, or of RGB (None).
 
+    With `with_r2`, the R² of the same features (spec §4.3) is computed in the same pass.
+
     Returns:
-        {"miou": 100 * mean mIoU, "images": scored, "skipped": unscorable}.
+        {"miou": 100 * mean mIoU, "images": scored, "skipped": unscorable} (+ "r2").
     """
-    vals = []
+    vals, inertias = [], []
     for i in tqdm(range(len(dataset)), desc="K-means segmentation", disable=not progress):
         image, labels = dataset[i][:2]
         if backbone is None:
@@ -166,11 +170,16 @@ def kmeans_segmentation(
         else:
             feats = backbone.forward_features(normalize(image[None].to(device)))["patches"][0]
         vals.append(kmeans_image_miou(feats.cpu(), labels, grid, k, ignore_index, seed))
+        if with_r2:
+            inertias.append(image_inertia(feats.cpu(), labels, grid, ignore_index))
     ok = [v for v in vals if not math.isnan(v)]
     if not ok:
         raise ValueError("no image had labelled pixels")
-    return {
+    out = {
         "miou": 100.0 * sum(ok) / len(ok),
         "images": float(len(ok)),
         "skipped": float(len(vals) - len(ok)),
     }
+    if with_r2:
+        out["r2"] = r2_score(inertias)
+    return out

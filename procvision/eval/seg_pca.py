@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -145,3 +146,53 @@ def batched_image_inertia(
         value = inertia_of_colours(c, grid_labels(lab, grid), ignore_index)
         out.append(math.nan if math.isnan(value) else value)
     return out
+
+
+def label_colours(labels: torch.Tensor | Any) -> Any:
+    """A fixed-palette picture float [H, W, 3] in [0, 1] of an int label map (0 = black)."""
+    import numpy as np
+
+    lab = np.asarray(labels, dtype=np.int64)
+    palette = np.random.default_rng(12345).uniform(0.2, 1.0, (max(256, int(lab.max()) + 1), 3))
+    palette[0] = 0.0
+    return palette[lab % len(palette)]
+
+
+def picture_grid(
+    rows: Sequence[Sequence[Any]],
+    path: str,
+    col_titles: Sequence[str] = (),
+    row_titles: Sequence[str] = (),
+) -> str:
+    """Save a grid of float [H, W, 3] pictures in [0, 1] (NaN shown black) as a PNG, atomically.
+
+    Args:
+        rows: pictures, one list per row (all rows the same length).
+        path: the PNG to write.
+    Returns:
+        path.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from procvision.atomic import atomic_write_path
+
+    n_r, n_c = len(rows), len(rows[0])
+    fig, axes = plt.subplots(n_r, n_c, figsize=(1.6 * n_c, 1.6 * n_r), squeeze=False)
+    for r, row in enumerate(rows):
+        for c, pic in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(np.nan_to_num(np.asarray(pic, dtype=np.float64)).clip(0, 1))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and c < len(col_titles):
+                ax.set_title(col_titles[c], fontsize=7)
+            if c == 0 and r < len(row_titles):
+                ax.set_ylabel(row_titles[r], fontsize=7)
+    fig.tight_layout()
+    atomic_write_path(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return str(path)
