@@ -68,6 +68,8 @@ def _data_args(p: ArgumentParser) -> None:
                    help="COCO folder (annotations/instances_<split>.json, <split>/)")  # fmt: skip
     p.add_argument("--benchmark", type=str | None, default=None,
                    help="the offline benchmark folder (written there first if absent)")  # fmt: skip
+    p.add_argument("--data", type=str | None, default=None,
+                   help="voc:DIR[:SPLIT] | coco:DIR[:SPLIT] | benchmark:DIR | gestalt[:P,...]")  # fmt: skip
     p.add_argument("--split", type=str | None, default=None,
                    help="VOC: val (default) / train; COCO: val2017 (default)")  # fmt: skip
     p.add_argument("--max-images", type=int | None, default=None, help="the first N images")
@@ -142,31 +144,25 @@ def build_parser() -> ArgumentParser:
 
 # ------------------------------------------------------------------------------------- helpers
 def _dataset(cfg: Namespace, split: str | None = None, max_images: int | None = None):
-    """(dataset, description, ignore_index, num_classes) of --voc / --coco / --benchmark."""
-    given = [k for k in ("voc", "coco", "benchmark") if cfg.get(k)]
+    """(dataset, description, ignore_index, num_classes) of --voc / --coco / --benchmark / --data."""
+    from procvision.data.seg_benchmark import segmentation_data
+
+    given = [k for k in ("voc", "coco", "benchmark", "data") if cfg.get(k)]
     if len(given) != 1:
         raise ValueError(
-            "give exactly one of --voc VOC2012/, --coco COCO/ or --benchmark DIR"
+            "give exactly one of --voc VOC2012/, --coco COCO/, --benchmark DIR or --data SPEC"
             + (f" (got {', '.join('--' + g for g in given)})" if given else "")
         )
-    kind, size = given[0], cfg.image_size
+    kind = given[0]
     split = split or cfg.split
-    if kind == "voc":
-        from procvision.data.datasets.voc import VOC_IGNORE, VOCSegmentation
-
-        ds = VOCSegmentation(cfg.voc, split or "val", size, max_images)
-        return ds, f"{cfg.voc} ({split or 'val'})", VOC_IGNORE, 21
-    from procvision.data.datasets.coco import COCOSegmentation
-
-    root = cfg.coco or cfg.benchmark
-    if kind == "benchmark":
-        from procvision.data.seg_benchmark import benchmark_exists, write_benchmark
-
-        if not benchmark_exists(root, split or "val2017"):
-            print(f"writing the offline benchmark to {root}", file=sys.stderr)
-            write_benchmark(root, cfg.benchmark_images, split=split or "val2017")
-    ds = COCOSegmentation(root, split or "val2017", size, max_images)
-    return ds, f"{root} ({split or 'val2017'})", None, max(ds.categories, default=0) + 1
+    if kind == "data":
+        spec = cfg.data
+    else:
+        spec = f"{kind}:{cfg[kind]}" + (f":{split}" if split else "")
+    if kind == "benchmark" and not cfg.benchmark_images >= 1:
+        raise ValueError(f"--benchmark-images must be >= 1, got {cfg.benchmark_images}")
+    d = segmentation_data(spec, cfg.image_size, max_images, cfg.benchmark_images)
+    return d.dataset, d.description, d.ignore_index, d.num_classes
 
 
 def _backbones(cfg: Namespace) -> tuple[dict[str, torch.nn.Module], str]:

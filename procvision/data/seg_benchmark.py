@@ -206,3 +206,64 @@ def benchmark_exists(out: str | Path, split: str = "val2017") -> bool:
 def read_info(out: str | Path, split: str = "val2017") -> dict:
     """The "info" record of a written benchmark."""
     return json.loads((Path(out) / "annotations" / f"instances_{split}.json").read_text())["info"]
+
+
+@dataclass
+class SegmentationData:
+    """A segmentation dataset and what scoring it needs.
+
+    dataset: items (image float [3, S, S] in [0, 1], labels int64 [H0, W0], name);
+    ignore_index: the void label (VOC: 255) or None; num_classes: labels lie in [0, K);
+    description: the spec it was made from.
+    """
+
+    dataset: object
+    ignore_index: int | None
+    num_classes: int
+    description: str
+
+
+def segmentation_data(
+    spec: str, image_size: int = 448, max_images: int | None = None, benchmark_images: int = 64
+) -> SegmentationData:
+    """Open a segmentation dataset from a spec (one grammar for commands, configs, callbacks).
+
+        voc:DIR[:SPLIT]          Pascal VOC2012 (default split val), void 255 ignored, 21 classes
+        coco:DIR[:SPLIT]         COCO instances (default val2017), semantic maps of category ids
+        benchmark:DIR[:SPLIT]    this module's benchmark (written there first if absent), COCO format
+        gestalt[:P1,P2,...]      Gestalt stimuli (default: all principles, 8 each)
+
+    Args:
+        spec: as above.
+        image_size: side images are resized to.
+        max_images: the first N items (None: all); for gestalt, stimuli per principle.
+        benchmark_images: images of a benchmark written by `benchmark:DIR`.
+    """
+    kind, _, rest = spec.partition(":")
+    kind = kind.strip().lower()
+    root, _, split = rest.rpartition(":") if rest.count(":") else (rest, "", "")
+    if kind == "voc":
+        from procvision.data.datasets.voc import VOC_IGNORE, VOCSegmentation
+
+        ds = VOCSegmentation(root, split or "val", image_size, max_images)
+        return SegmentationData(ds, VOC_IGNORE, 21, spec)
+    if kind in ("coco", "benchmark"):
+        from procvision.data.datasets.coco import COCOSegmentation
+
+        split = split or "val2017"
+        if not root:
+            raise ValueError(f"segmentation data {spec!r}: expected {kind}:DIR[:SPLIT]")
+        if kind == "benchmark" and not benchmark_exists(root, split):
+            write_benchmark(root, benchmark_images, split=split)
+        ds = COCOSegmentation(root, split, image_size, max_images)
+        return SegmentationData(ds, None, max(ds.categories, default=0) + 1, spec)
+    if kind == "gestalt":
+        from procvision.data.gestalt import PRINCIPLES, GestaltDataset
+
+        principles = tuple(p.strip() for p in rest.split(",") if p.strip()) or PRINCIPLES
+        n = max_images or 8
+        return SegmentationData(GestaltDataset(principles, n, image_size), None, 4, spec)
+    raise ValueError(
+        f"segmentation data {spec!r}: expected voc:DIR[:SPLIT], coco:DIR[:SPLIT], "
+        "benchmark:DIR[:SPLIT] or gestalt[:PRINCIPLES]"
+    )

@@ -85,12 +85,18 @@ def streaming_softmax_vote(
 
 
 def streaming_topk(
-    queries: torch.Tensor, keys: torch.Tensor, k: int, block: int = BLOCK_ELEMENTS
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    k: int,
+    block: int = BLOCK_ELEMENTS,
+    key_scale: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k dot products of each query over all keys, merged chunk by chunk.
 
     Args:
         queries: float [Q, C]; keys: float [N, C]; k: neighbours (min(k, N) are returned).
+        key_scale: float [N] multiplier of each key's scores (e.g. its inverse norm, which
+            makes the scores cosines without a normalised copy of the keys), or None.
     Returns:
         (scores float [Q, k'], rows int64 [Q, k']) by decreasing score, ties by lower row.
     """
@@ -103,6 +109,8 @@ def streaming_topk(
         best_i = torch.empty(q.shape[0], 0, dtype=torch.int64, device=keys.device)
         for ks in range(0, keys.shape[0], mc):
             s = q @ keys[ks : ks + mc].T
+            if key_scale is not None:
+                s = s * key_scale[ks : ks + mc]
             kk = min(k, s.shape[1])
             top_s, top_i = s.topk(kk, dim=1)
             cand_s = torch.cat([best_s, top_s], 1)
@@ -140,7 +148,7 @@ class PatchMemory:
         self._labels = torch.zeros(0, dtype=torch.int64, device=self.device)
         self._groups = torch.zeros(0, dtype=torch.int64, device=self.device)
         self._n = 0
-        self._unit: torch.Tensor | None = None
+        self._inv_norm: torch.Tensor | None = None  # [N] 1 / |k|, for the cosine vote
 
     def __len__(self) -> int:
         return self._n
@@ -173,11 +181,18 @@ class PatchMemory:
         """Bytes held by the stored rows (tokens, labels, groups)."""
         return self._n * (self.dim * self._feat.element_size() + 16)
 
+    def reserve(self, total: int) -> None:
+        """Allocate room for `total` patches at once (no doubling beyond it while adding)."""
+        self._grow(int(total))
+
     def _reserve(self, extra: int) -> None:
         need = self._n + extra
-        if need <= self._feat.shape[0]:
+        if need > self._feat.shape[0]:
+            self._grow(max(need, 2 * self._feat.shape[0], 1024))
+
+    def _grow(self, cap: int) -> None:
+        if cap <= self._feat.shape[0]:
             return
-        cap = max(need, 2 * self._feat.shape[0], 1024)
         for name in ("_feat", "_labels", "_groups"):
             old = getattr(self, name)
             new = torch.zeros((cap, *old.shape[1:]), dtype=old.dtype, device=self.device)
@@ -214,7 +229,7 @@ class PatchMemory:
         self._labels[self._n : self._n + m] = lab
         self._groups[self._n : self._n + m] = grp
         self._n += m
-        self._unit = None
+        self._inv_norm = None
 
     def forget(self, groups: Any) -> int:
         """Remove every patch of the given groups (source images); returns the patches removed.
@@ -233,7 +248,7 @@ class PatchMemory:
                 buf[:kept] = rows
                 buf[kept : self._n] = 0
             self._n = kept
-            self._unit = None
+            self._inv_norm = None
         return removed
 
     def content_hash(self) -> str:
@@ -270,12 +285,13 @@ class PatchMemory:
         """
         if self._n == 0:
             raise VisualMemoryError("the patch memory is empty: add labelled images first")
-        if self._unit is None:
-            f = self.features.float()
-            self._unit = (f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)).to(self.dtype)
+        if self._inv_norm is None:
+            norms = torch.cat([self.features[s : s + 65536].float().norm(dim=1)
+                               for s in range(0, self._n, 65536)])  # fmt: skip
+            self._inv_norm = 1.0 / norms.clamp_min(1e-12)
         q = _as_tensor(queries, torch.float32, "queries").to(self.device)
         q = (q / q.norm(dim=1, keepdim=True).clamp_min(1e-12)).to(self.dtype)
-        sims, rows = streaming_topk(q, self._unit, k, block)
+        sims, rows = streaming_topk(q, self.features, k, block, self._inv_norm)
         w = torch.exp((sims.double() - sims.double()[:, :1]) / T)  # shift: ratios unchanged
         scores = torch.zeros(q.shape[0], self.num_classes, dtype=torch.float64, device=self.device)
         scores.scatter_add_(1, self.labels[rows], w)

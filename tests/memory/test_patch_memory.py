@@ -36,6 +36,11 @@ def test_streaming_topk_equals_full_topk():
     ref_s, ref_i = full.topk(7, dim=1)
     torch.testing.assert_close(s, ref_s)
     assert torch.equal(i, ref_i)
+    inv = 1 / keys.norm(dim=1)
+    s, i = streaming_topk(q, keys, 7, block=50, key_scale=inv)
+    ref_s, ref_i = (q @ (keys * inv[:, None]).T).topk(7, dim=1)
+    torch.testing.assert_close(s, ref_s)
+    assert torch.equal(i, ref_i)
 
 
 def test_topk_vote_on_a_hand_case():
@@ -62,6 +67,7 @@ def test_forgetting_an_image_equals_never_adding_it():
     feats, labels = _toy(60)
     groups = torch.arange(60) // 10  # 6 images of 10 patches
     full, never = PatchMemory(16, 5), PatchMemory(16, 5)
+    full.reserve(60)  # capacity does not change the content
     for img in range(6):
         rows = groups == img
         full.add(feats[rows], labels[rows], img)
