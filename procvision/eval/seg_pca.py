@@ -196,3 +196,49 @@ def picture_grid(
     atomic_write_path(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
     return str(path)
+
+
+@torch.no_grad()
+def batched_segmentation_r2(
+    backbone: torch.nn.Module | None,
+    dataset: Sequence,
+    grid: int = 112,
+    ignore_index: int | None = 255,
+    device: str = "cpu",
+    batch_size: int = 8,
+    solver: str = "gram",
+    with_rgb: bool = True,
+    progress: bool = True,
+) -> dict[str, float]:
+    """`segmentation.segmentation_r2` with the per-image PCAs batched (same scores, same keys).
+
+    Images of the dataset must share one size (they are resized to it by the readers).
+    """
+    from tqdm.auto import tqdm
+
+    from procvision.data.augment import normalize
+    from procvision.eval.segmentation import r2_score
+
+    if backbone is None and not with_rgb:
+        raise ValueError("nothing to score: give a backbone or with_rgb=True")
+    model_i: list[float] = []
+    rgb_i: list[float] = []
+    starts = range(0, len(dataset), batch_size)
+    for s in tqdm(starts, desc="segmentation R² (batched)", disable=not progress):
+        items = [dataset[i] for i in range(s, min(s + batch_size, len(dataset)))]
+        images = torch.stack([it[0] for it in items])
+        labels = [it[1] for it in items]
+        if with_rgb:
+            rgb_i += batched_image_inertia(images.permute(0, 2, 3, 1), labels, grid,
+                                           ignore_index, solver)  # fmt: skip
+        if backbone is not None:
+            feats = backbone.forward_features(normalize(images.to(device)))["patches"]
+            model_i += batched_image_inertia(feats, labels, grid, ignore_index, solver)
+    counted = model_i if backbone is not None else rgb_i
+    scored = float(sum(not math.isnan(v) for v in counted))
+    out = {"images": scored, "skipped": float(len(counted)) - scored}
+    if with_rgb:
+        out["rgb"] = r2_score(rgb_i)
+    if backbone is not None:
+        out["model"] = r2_score(model_i)
+    return out

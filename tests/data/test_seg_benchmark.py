@@ -88,3 +88,21 @@ def test_benchmark_on_the_real_fashion_mnist(tmp_path):
         96,
         3,
     )
+
+
+def test_segmentation_data_specs(tmp_path):
+    from procvision.data.seg_benchmark import segmentation_data
+    from tests.fixtures_seg import write_tiny_coco
+
+    d = segmentation_data(f"coco:{write_tiny_coco(tmp_path / 'coco')}", image_size=16)
+    assert len(d.dataset) == 2 and d.num_classes == 8 and d.ignore_index is None
+    g = segmentation_data("gestalt:closure,similarity", image_size=32, max_images=2)
+    assert len(g.dataset) == 4 and g.dataset[2][2] == "similarity_0"
+    with pytest.raises(ValueError, match="expected voc:DIR"):
+        segmentation_data("ade20k:/x")
+    from procvision.data.datasets.base import DatasetFormatError
+
+    with pytest.raises(DatasetFormatError, match="val.txt"):
+        segmentation_data(f"voc:{tmp_path}")
+    with pytest.raises(DatasetFormatError, match="train.txt"):
+        segmentation_data(f"voc:{tmp_path}:train")

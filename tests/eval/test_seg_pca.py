@@ -65,3 +65,20 @@ def test_batched_inertia_equals_image_inertia_and_keeps_nan():
     for i in range(2):
         assert got[i] == pytest.approx(image_inertia(feats[i], labels[i], 16, 255), abs=1e-9)
     assert math.isnan(got[2])
+
+
+def test_batched_segmentation_r2_equals_the_per_image_loop(tmp_path):
+    from procvision.data.datasets.voc import VOCSegmentation
+    from procvision.eval.seg_pca import batched_segmentation_r2
+    from procvision.eval.segmentation import segmentation_r2
+    from procvision.models import random_backbone
+    from tests.models.test_export import TINY
+    from tests.test_cli_segment import _voc
+
+    ds = VOCSegmentation(_voc(tmp_path / "VOC"), "val", 32)
+    bb = random_backbone("vit_tiny_patch16_224", 32, 8, seed=0, **TINY).eval()
+    ref = segmentation_r2(bb, ds, grid=16, progress=False)
+    got = batched_segmentation_r2(bb, ds, grid=16, batch_size=2, progress=False)
+    assert got.keys() == ref.keys()
+    for key in ref:
+        assert got[key] == pytest.approx(ref[key], abs=1e-6)
