@@ -22,25 +22,31 @@ from procvision.eval.seg_pca import grid_labels
 from procvision.eval.segmentation import image_inertia, r2_score
 
 
-def _sq_dists(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Squared distances [B, N, K] between rows x [B, N, D] and centres c [B, K, D]."""
-    d = (x * x).sum(-1, keepdim=True) - 2 * x @ c.transpose(1, 2) + (c * c).sum(-1)[:, None]
+def _sq_dists(x: torch.Tensor, c: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared distances [B, N, K] between rows x [B, N, D] and centres c [B, K, D].
+
+    x_sq: the rows' squared norms [B, N, 1], if already computed.
+    """
+    x_sq = (x * x).sum(-1, keepdim=True) if x_sq is None else x_sq
+    d = torch.baddbmm(x_sq + (c * c).sum(-1)[:, None], x, c.transpose(1, 2), alpha=-2)
     return d.clamp_min_(0)
 
 
-def kmeans_pp_init(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+def kmeans_pp_init(
+    x: torch.Tensor, k: int, generator: torch.Generator, x_sq: torch.Tensor | None = None
+) -> torch.Tensor:
     """k-means++ seeding for each batch element: centres [B, k, D] drawn from the rows of x."""
     b, n, _ = x.shape
     ar = torch.arange(b, device=x.device)
     first = torch.randint(0, n, (b,), generator=generator, device=x.device)
     centres = [x[ar, first]]
-    d = _sq_dists(x, centres[0][:, None])[..., 0]  # [B, N]
+    d = _sq_dists(x, centres[0][:, None], x_sq)[..., 0]  # [B, N]
     for _ in range(1, k):
         p = d / d.sum(1, keepdim=True).clamp_min(1e-30)
         p = torch.where(d.sum(1, keepdim=True) > 0, p, torch.full_like(p, 1.0 / n))
         pick = torch.multinomial(p, 1, generator=generator)[:, 0]
         centres.append(x[ar, pick])
-        d = torch.minimum(d, _sq_dists(x, centres[-1][:, None])[..., 0])
+        d = torch.minimum(d, _sq_dists(x, centres[-1][:, None], x_sq)[..., 0])
     return torch.stack(centres, 1)
 
 
@@ -64,14 +70,15 @@ def batched_kmeans(
         raise ValueError(f"k must lie in [1, {n}] (rows per problem), got {k}")
     x = x.float()
     g = torch.Generator(device=x.device).manual_seed(int(seed))
-    centres = kmeans_pp_init(x, k, g)
-    assign = _sq_dists(x, centres).argmin(-1)
+    x_sq = (x * x).sum(-1, keepdim=True)
+    centres = kmeans_pp_init(x, k, g, x_sq)
+    assign = _sq_dists(x, centres, x_sq).argmin(-1)
     for _ in range(iters):
-        onehot = F.one_hot(assign, k).float()  # [B, N, k]
+        onehot = F.one_hot(assign, k).to(x.dtype)  # [B, N, k]
         counts = onehot.sum(1)  # [B, k]
-        sums = onehot.transpose(1, 2) @ x  # [B, k, D]
+        sums = onehot.transpose(1, 2) @ x  # [B, k, D] (a matmul: faster than scatter_add)
         centres = torch.where(counts[..., None] > 0, sums / counts.clamp_min(1)[..., None], centres)
-        new = _sq_dists(x, centres).argmin(-1)
+        new = _sq_dists(x, centres, x_sq).argmin(-1)
         if torch.equal(new, assign):
             break
         assign = new
