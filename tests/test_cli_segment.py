@@ -128,6 +128,14 @@ def test_r2_subcommand_on_coco_fixture_and_benchmark(tmp_path, bench, capsys):
                  "--json", str(out), "--pictures", str(pics)]) == 0  # fmt: skip
     rec = json.loads(out.read_text())
     assert rec["scores"]["model"]["images"] == 6 and pics.stat().st_size > 0
+    batched = tmp_path / "batched.json"
+    assert main(["segment", "r2", *TINY_ARGS, "--benchmark", str(bench), "--grid", "16",
+                 "--json", str(batched), "--batch-size", "4"]) == 0  # fmt: skip
+    got = json.loads(batched.read_text())
+    assert got["pca"] == "batched 4"
+    for row in ("model", "random init"):
+        for key, value in rec["scores"][row].items():
+            assert got["scores"][row][key] == pytest.approx(value, abs=1e-6)
     assert "| RGB |" in capsys.readouterr().out
 
 
@@ -226,6 +234,7 @@ def test_knn_subcommand_on_the_benchmark(tmp_path, bench, capsys):
 def test_kmeans_and_gestalt_subcommands(tmp_path, bench):
     js = tmp_path / "km.json"
     assert main(["segment", "kmeans", *TINY_ARGS, "--benchmark", str(bench), "--grid", "16",
+                 "--max-images", "2",
                  "--json", str(js)]) == 0  # fmt: skip
     rec = json.loads(js.read_text())
     for row in ("model", "random init", "RGB"):

@@ -87,6 +87,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--grid", type=int, default=112, help="evaluation grid side")
     p.add_argument("--pictures", type=str | None, default=None,
                    help="PNG of image | PCA colours | labels for the first images")  # fmt: skip
+    p.add_argument("--batch-size", type=int | None, default=None,
+                   help="batch the per-image PCAs (seg_pca, gram solver; same scores, ~3x "
+                        "faster on CPU); default: one image at a time")  # fmt: skip
     sub.add_subcommand("r2", p, help="zero-shot segmentation R² (VOC, COCO or the benchmark)")
 
     p = ArgumentParser(description="In-context segmentation from a prompt mask (spec §4.4).")
@@ -211,15 +214,24 @@ def _write(cfg: Namespace, record: dict) -> None:
 
 # ------------------------------------------------------------------------------------ commands
 def cmd_r2(cfg: Namespace) -> int:
+    from functools import partial
+
     from procvision.eval.segmentation import segmentation_r2
 
+    score = segmentation_r2
+    if cfg.batch_size is not None:
+        if cfg.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+        from procvision.eval.seg_pca import batched_segmentation_r2
+
+        score = partial(batched_segmentation_r2, batch_size=cfg.batch_size)
     dataset, desc, ignore, _ = _dataset(cfg, max_images=cfg.max_images)
     backbones, spec = _backbones(cfg)
     t0 = time.perf_counter()
-    scores = {"model": segmentation_r2(backbones["model"], dataset, cfg.grid, ignore, cfg.device)}
+    scores = {"model": score(backbones["model"], dataset, cfg.grid, ignore, cfg.device)}
     seconds = time.perf_counter() - t0
     if "random init" in backbones:
-        scores["random init"] = segmentation_r2(
+        scores["random init"] = score(
             backbones["random init"], dataset, cfg.grid, ignore, cfg.device, with_rgb=False
         )
     rows = [[name, s["model"]] for name, s in scores.items()] + [["RGB", scores["model"]["rgb"]]]
@@ -229,6 +241,7 @@ def cmd_r2(cfg: Namespace) -> int:
     if cfg.pictures:
         _r2_pictures(cfg, backbones, dataset)
     _write(cfg, {"scores": scores, "backbone": spec, "grid": cfg.grid, "split": cfg.split,
+                 "pca": "per image" if cfg.batch_size is None else f"batched {cfg.batch_size}",
                  "data": desc, "seconds_model_and_rgb": seconds,
                  **_sizes(cfg, backbones["model"])})  # fmt: skip
     return 0
