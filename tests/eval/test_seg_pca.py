@@ -82,3 +82,20 @@ def test_batched_segmentation_r2_equals_the_per_image_loop(tmp_path):
     assert got.keys() == ref.keys()
     for key in ref:
         assert got[key] == pytest.approx(ref[key], abs=1e-6)
+
+
+def test_batched_r2_known_answers_separated_is_100_and_constant_map_is_skipped():
+    from procvision.eval.seg_pca import batched_segmentation_r2
+
+    labels = torch.zeros(16, 16, dtype=torch.long)
+    labels[:, 8:] = 1
+    labels[8:, 8:] = 2
+    img = torch.zeros(3, 16, 16)
+    img[0, :, 8:] = 1.0  # class 1: red
+    img[:, 8:, 8:] = torch.tensor([0.0, 0.0, 1.0])[:, None, None]  # class 2: blue
+    img[1, :4, :4] = 1.0  # a green corner of the background: 4 colours span 3 components
+    constant = torch.full((3, 16, 16), 0.5)
+    out = batched_segmentation_r2(None, [(img, labels), (constant, labels)], grid=16,
+                                  progress=False)  # fmt: skip
+    assert out["rgb"] == pytest.approx(100.0) and out["images"] == 1 and out["skipped"] == 1
+    assert not math.isnan(out["rgb"])
