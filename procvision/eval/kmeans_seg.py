@@ -102,19 +102,60 @@ def hungarian_match(clusters: np.ndarray, labels: np.ndarray) -> dict[int, int]:
     return {int(cl[r]): int(lb[c]) for r, c in zip(rows, cols, strict=True)}
 
 
+def matched_counts(clusters: np.ndarray, labels: np.ndarray) -> dict[int, tuple[int, int]]:
+    """{label: (intersection, union)} pixels of clusters relabelled by `hungarian_match`.
+
+    Pixels of unmatched clusters are wrong for their label.
+    """
+    uniq, inverse = np.unique(clusters, return_inverse=True)
+    mapping = hungarian_match(clusters, labels)
+    pred = np.array([mapping.get(int(c), -1) for c in uniq])[inverse]
+    out = {}
+    for lab in np.unique(labels):
+        p, t = pred == lab, labels == lab
+        out[int(lab)] = (int((p & t).sum()), int((p | t).sum()))
+    return out
+
+
 def matched_miou(clusters: np.ndarray, labels: np.ndarray) -> tuple[float, dict[int, float]]:
     """mIoU of clusters relabelled by `hungarian_match`, over the labels present.
 
-    Pixels of unmatched clusters are wrong for their label. Returns (mIoU, {label: IoU}).
+    Returns (mIoU, {label: IoU}).
     """
-    mapping = hungarian_match(clusters, labels)
-    pred = np.array([mapping.get(int(c), -1) for c in np.unique(clusters)])
-    pred = pred[np.searchsorted(np.unique(clusters), clusters)]
-    ious = {}
-    for lab in np.unique(labels):
-        p, t = pred == lab, labels == lab
-        ious[int(lab)] = float((p & t).sum() / (p | t).sum())
+    ious = {c: i / u for c, (i, u) in matched_counts(clusters, labels).items()}
     return float(np.mean(list(ious.values()))), ious
+
+
+def kmeans_image_counts(
+    features: torch.Tensor,
+    label_map: torch.Tensor,
+    grid: int = 112,
+    k: int | None = None,
+    ignore_index: int | None = None,
+    seed: int = 0,
+) -> dict[int, tuple[int, int]]:
+    """One image's K-means segmentation as {label: (intersection, union)} after matching.
+
+    Args:
+        features: float [h, w, D] patch features (or [H, W, 3] pixels), upsampled bilinearly to
+            grid x grid; K-means runs on the grid pixels.
+        label_map: int [H0, W0], resized nearest to the grid.
+        k: clusters; None = the number of distinct labels in the image (after `ignore_index`).
+        ignore_index: label left out of matching and scoring (its pixels are still clustered).
+    Returns:
+        {} when no pixel is labelled.
+    """
+    feats = F.interpolate(
+        features.permute(2, 0, 1)[None].float(), size=(grid, grid), mode="bilinear", antialias=True
+    )[0]
+    x = feats.reshape(feats.shape[0], -1).T[None]  # [1, N, D]
+    labels = grid_labels(label_map, grid).numpy()
+    keep = labels != ignore_index if ignore_index is not None else np.ones_like(labels, bool)
+    if not keep.any():
+        return {}
+    kk = int(k) if k is not None else len(np.unique(labels[keep]))
+    assign, _ = batched_kmeans(x, kk, seed=seed)
+    return matched_counts(assign[0].cpu().numpy()[keep], labels[keep])
 
 
 def kmeans_image_miou(
@@ -125,32 +166,14 @@ def kmeans_image_miou(
     ignore_index: int | None = None,
     seed: int = 0,
 ) -> float:
-    """mIoU of one image's K-means segmentation against its labels.
-
-    Args:
-        features: float [h, w, D] patch features (or [H, W, 3] pixels), upsampled bilinearly to
-            grid x grid; K-means runs on the grid pixels.
-        label_map: int [H0, W0], resized nearest to the grid.
-        k: clusters; None = the number of distinct labels in the image (after `ignore_index`).
-        ignore_index: label left out of matching and scoring (its pixels are still clustered).
-    Returns:
-        mIoU in [0, 1], NaN when no pixel is labelled.
-    """
-    feats = F.interpolate(
-        features.permute(2, 0, 1)[None].float(), size=(grid, grid), mode="bilinear", antialias=True
-    )[0]
-    x = feats.reshape(feats.shape[0], -1).T[None]  # [1, N, D]
-    labels = grid_labels(label_map, grid).numpy()
-    keep = labels != ignore_index if ignore_index is not None else np.ones_like(labels, bool)
-    if not keep.any():
+    """mIoU in [0, 1] of one image's K-means segmentation (`kmeans_image_counts`), NaN when no
+    pixel is labelled."""
+    counts = kmeans_image_counts(features, label_map, grid, k, ignore_index, seed)
+    if not counts:
         return math.nan
-    kk = int(k) if k is not None else len(np.unique(labels[keep]))
-    assign, _ = batched_kmeans(x, kk, seed=seed)
-    miou, _ = matched_miou(assign[0].cpu().numpy()[keep], labels[keep])
-    return miou
+    return float(np.mean([i / u for i, u in counts.values()]))
 
 
-@torch.no_grad()
 def kmeans_segmentation(
     backbone: torch.nn.Module | None,
     dataset: Sequence,
@@ -162,21 +185,29 @@ def kmeans_segmentation(
     progress: bool = True,
     with_r2: bool = False,
 ) -> dict[str, float]:
-    """Mean per-image K-means mIoU (x 100) of a backbone's patch features, or of RGB (None).
+    """K-means mIoU (x 100) of a backbone's patch features, or of RGB (None): the mean of the
+    per-image mIoU ("miou") and the overall one ("miou_pooled": per label, intersections and
+    unions summed over images, then averaged over labels).
 
     With `with_r2`, the R² of the same features (spec §4.3) is computed in the same pass.
 
     Returns:
-        {"miou": 100 * mean mIoU, "images": scored, "skipped": unscorable} (+ "r2").
+        {"miou", "miou_pooled", "images": scored, "skipped": unscorable} (+ "r2").
     """
     vals, inertias = [], []
+    pooled: dict[int, list[int]] = {}
     for i in tqdm(range(len(dataset)), desc="K-means segmentation", disable=not progress):
         image, labels = dataset[i][:2]
         if backbone is None:
             feats = image.permute(1, 2, 0)
         else:
             feats = backbone.forward_features(normalize(image[None].to(device)))["patches"][0]
-        vals.append(kmeans_image_miou(feats.cpu(), labels, grid, k, ignore_index, seed))
+        counts = kmeans_image_counts(feats.cpu(), labels, grid, k, ignore_index, seed)
+        vals.append(float(np.mean([i / u for i, u in counts.values()])) if counts else math.nan)
+        for c, (inter, union) in counts.items():
+            acc = pooled.setdefault(c, [0, 0])
+            acc[0] += inter
+            acc[1] += union
         if with_r2:
             inertias.append(image_inertia(feats.cpu(), labels, grid, ignore_index))
     ok = [v for v in vals if not math.isnan(v)]
@@ -184,6 +215,7 @@ def kmeans_segmentation(
         raise ValueError("no image had labelled pixels")
     out = {
         "miou": 100.0 * sum(ok) / len(ok),
+        "miou_pooled": 100.0 * float(np.mean([i / u for i, u in pooled.values()])),
         "images": float(len(ok)),
         "skipped": float(len(vals) - len(ok)),
     }

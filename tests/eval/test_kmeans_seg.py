@@ -61,3 +61,14 @@ def test_kmeans_image_miou_on_colour_regions():
     assert kmeans_image_miou(img, labels, grid=16, k=2) < 1.0
     out = kmeans_segmentation(None, [(img.permute(2, 0, 1), labels)], grid=16, progress=False)
     assert out["miou"] == pytest.approx(100.0) and out["images"] == 1
+    assert out["miou_pooled"] == pytest.approx(100.0)
+
+
+def test_pooled_miou_sums_intersections_and_unions_over_images():
+    from procvision.eval.kmeans_seg import matched_counts
+
+    # image A: label 1 matched exactly (4 px); image B: label 1 half right (2 of 4, union 6).
+    a = matched_counts(np.array([0, 0, 0, 0, 1, 1]), np.array([1, 1, 1, 1, 2, 2]))
+    b = matched_counts(np.array([0, 0, 1, 1, 1, 1]), np.array([1, 1, 1, 1, 2, 2]))
+    assert a == {1: (4, 4), 2: (2, 2)}
+    assert b == {1: (2, 4), 2: (2, 4)}
