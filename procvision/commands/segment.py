@@ -141,6 +141,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--source", type=str | None, default=None,
                    help="Fashion-MNIST IDX folder (default: the Debian package's)")  # fmt: skip
     p.add_argument("--split", type=str, default="val2017")
+    p.add_argument("--item-colour", type=str, default="random",
+                   help="random (each item its own tint) or background (items tinted like "
+                        "the ground: no colour cue)")  # fmt: skip
     sub.add_subcommand("benchmark", p, help="write the offline segmentation benchmark")
     return parser
 
@@ -465,7 +468,8 @@ def cmd_benchmark(cfg: Namespace) -> int:
     from procvision.data.seg_benchmark import write_benchmark
 
     rendered = write_benchmark(cfg.out, cfg.n_images, cfg.size, cfg.seed, cfg.split,
-                               cfg.source or FASHION_MNIST_ROOT)  # fmt: skip
+                               cfg.source or FASHION_MNIST_ROOT,
+                               item_colour=cfg.item_colour)  # fmt: skip
     n = sum(len(r.placements) for r in rendered)
     print(f"wrote {cfg.n_images} images with {n} objects to {cfg.out} "
           f"(annotations/instances_{cfg.split}.json, {cfg.split}/)")  # fmt: skip

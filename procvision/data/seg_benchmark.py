@@ -81,6 +81,7 @@ def render_image(
     objects: tuple[int, int] = (2, 4),
     scale: tuple[float, float] = (0.3, 0.6),
     threshold: int = DEFAULT_THRESHOLD,
+    item_colour: str = "random",
 ) -> BenchmarkImage:
     """One benchmark image from the generator's state.
 
@@ -92,7 +93,11 @@ def render_image(
         objects: (min, max) items per image, inclusive.
         scale: (min, max) item side as a fraction of S.
         threshold: silhouette threshold (see `item_mask`).
+        item_colour: "random" (each item its own tint) or "background" (the background's tint,
+            so colour alone does not separate items from the ground).
     """
+    if item_colour not in ("random", "background"):
+        raise ValueError(f"item_colour: expected 'random' or 'background', got {item_colour!r}")
     tex = textures[int(rng.integers(len(textures)))]
     crop = int(rng.integers(min(tex.shape) // 2, min(tex.shape) + 1))
     y0 = int(rng.integers(0, tex.shape[0] - crop + 1))
@@ -108,7 +113,9 @@ def render_image(
         idx = int(rng.integers(len(items)))
         side = max(8, int(round(rng.uniform(*scale) * size)))
         x, y = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
-        colour = rng.uniform(0.1, 1.0, 3)
+        colour = rng.uniform(0.1, 1.0, 3)  # drawn either way: the layout stream is the same
+        if item_colour == "background":
+            colour = tint
         small = Image.fromarray(items[idx]).resize((side, side), Image.BILINEAR)
         intensity = np.asarray(small, np.float64)
         m = item_mask(intensity, threshold)
@@ -146,6 +153,7 @@ def write_benchmark(
     scale: tuple[float, float] = (0.3, 0.6),
     threshold: int = DEFAULT_THRESHOLD,
     textures: tuple[str, ...] = TEXTURES,
+    item_colour: str = "random",
 ) -> list[BenchmarkImage]:
     """Render `n_images` benchmark images and write them in the COCO layout under `out`.
 
@@ -163,7 +171,7 @@ def write_benchmark(
     (out / split).mkdir(parents=True, exist_ok=True)
     images, anns, rendered = [], [], []
     for i in range(n_images):
-        r = render_image(rng, items, classes, tex, size, objects, scale, threshold)
+        r = render_image(rng, items, classes, tex, size, objects, scale, threshold, item_colour)
         rendered.append(r)
         image_id = i + 1
         name = f"{image_id:012d}.png"
@@ -187,6 +195,7 @@ def write_benchmark(
         "seed": seed, "n_images": n_images, "size": size, "source": str(src),
         "source_split": source_split, "objects": list(objects), "scale": list(scale),
         "mask_threshold": threshold, "holes_filled": True, "textures": list(textures),
+        "item_colour": item_colour,
     }  # fmt: skip
     cats = [{"id": c + 1, "name": n, "supercategory": "fashion"}
             for c, n in enumerate(FASHION_MNIST_CLASSES)]  # fmt: skip

@@ -106,3 +106,16 @@ def test_segmentation_data_specs(tmp_path):
         segmentation_data(f"voc:{tmp_path}")
     with pytest.raises(DatasetFormatError, match="train.txt"):
         segmentation_data(f"voc:{tmp_path}:train")
+
+
+def test_background_coloured_items_keep_the_layout(tmp_path):
+    src = make_idx_root(tmp_path / "fmnist")
+    kw = dict(n_images=3, size=48, seed=1, source_root=src)
+    a = write_benchmark(tmp_path / "a", **kw)
+    b = write_benchmark(tmp_path / "b", **kw, item_colour="background")
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x.labels, y.labels)  # same layout and masks
+        assert not np.array_equal(x.image, y.image)
+    assert read_info(tmp_path / "b")["item_colour"] == "background"
+    with pytest.raises(ValueError, match="item_colour"):
+        write_benchmark(tmp_path / "c", **kw, item_colour="rainbow")
