@@ -102,6 +102,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", type=str | None, default=None, help="overlay PNG (single pair)")
     p.add_argument("--threshold", type=float, default=0.5, help="threshold of the IoU")
     p.add_argument("--max-pairs", type=int, default=10, help="pairs per class (batch mode)")
+    p.add_argument("--temperature", type=float | None, default=None,
+                   help="attention temperature (default: the feature width C, the paper's)")  # fmt: skip
     sub.add_subcommand("incontext", p, help="in-context segmentation (one pair, or per class)")
 
     p = ArgumentParser(description="k-NN segmentation with a patch memory (spec §4.5).")
@@ -301,7 +303,10 @@ def cmd_incontext(cfg: Namespace) -> int:
 
     single = [cfg.prompt, cfg.mask, cfg.query]
     backbones, spec = _backbones(cfg)
-    record: dict[str, Any] = {"backbone": spec, **_sizes(cfg, backbones["model"])}
+    if cfg.temperature is not None and not cfg.temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {cfg.temperature}")
+    record: dict[str, Any] = {"backbone": spec, "temperature": cfg.temperature or "C",
+                              **_sizes(cfg, backbones["model"])}  # fmt: skip
     if any(single):
         if not all(single):
             raise ValueError("one pair needs --prompt IMG, --mask PNG and --query IMG")
@@ -314,7 +319,8 @@ def cmd_incontext(cfg: Namespace) -> int:
         )
         rows = []
         for name, bb in backbones.items():
-            f2 = incontext_images(bb, prompt, mask, query, cfg.image_size, cfg.device)
+            f2 = incontext_images(bb, prompt, mask, query, cfg.image_size, cfg.device,
+                                  cfg.temperature)  # fmt: skip
             if name == "model" and cfg.out:
                 _write_overlay(cfg.out, prompt, mask, query, f2)
             if target is not None:
@@ -329,8 +335,9 @@ def cmd_incontext(cfg: Namespace) -> int:
     dataset, desc, _, _ = _dataset(cfg, max_images=cfg.max_images)
     for name, bb in backbones.items():
         record[name] = incontext_benchmark(
-            bb, dataset, cfg.image_size, cfg.threshold, cfg.max_pairs, cfg.device
-        )
+            bb, dataset, cfg.image_size, cfg.threshold, cfg.max_pairs, cfg.device,
+            temperature=cfg.temperature,
+        )  # fmt: skip
     classes = [c for c in record["model"] if c != "mean"]
     names = getattr(dataset, "categories", {})
     if not classes:

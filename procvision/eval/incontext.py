@@ -92,12 +92,14 @@ def incontext_images(
     query: torch.Tensor,
     short_side: int,
     device: str = "cpu",
+    temperature: float | None = None,
 ) -> torch.Tensor:
     """Soft mask of a query image [3, H2, W2] in [0, 1], at its own size, from a prompt.
 
     Args:
         prompt: float [3, H1, W1] in [0, 1]; prompt_mask: float [H1, W1] in [0, 1].
         short_side: the side images are resized to before the backbone (paper: 448).
+        temperature: of the attention softmax (None: the feature width C, the paper's).
     Returns:
         float [H2, W2].
     """
@@ -107,7 +109,7 @@ def incontext_images(
     x2 = fit_to_patches(query, short_side, p).clamp(0, 1)
     z1 = backbone.forward_features(normalize(x1[None].to(device)))["patches"][0]
     z2 = backbone.forward_features(normalize(x2[None].to(device)))["patches"][0]
-    f2 = incontext_soft_mask(z1, m1.to(z1.device), z2, p).cpu()
+    f2 = incontext_soft_mask(z1, m1.to(z1.device), z2, p, temperature).cpu()
     return F.interpolate(f2[None, None], size=query.shape[1:], mode="bilinear")[0, 0].clamp(0, 1)
 
 
@@ -145,6 +147,7 @@ def incontext_benchmark(
     max_pairs: int | None = 10,
     device: str = "cpu",
     progress: bool = True,
+    temperature: float | None = None,
 ) -> dict[str, dict[str, float]]:
     """Mean soft IoU and IoU@threshold per class over (prompt, query) pairs of a labelled set.
 
@@ -158,7 +161,7 @@ def incontext_benchmark(
         (x1, l1), (x2, l2) = dataset[a][:2], dataset[b][:2]
         m1 = _mask_at(l1, c, x1.shape[1:])
         m2 = _mask_at(l2, c, x2.shape[1:])
-        f2 = incontext_images(backbone, x1, m1, x2, short_side, device)
+        f2 = incontext_images(backbone, x1, m1, x2, short_side, device, temperature)
         per[c].append((soft_iou(f2, m2), iou_at(f2, m2, threshold)))
     out: dict[str, dict[str, float]] = {}
     for c, vals in per.items():
