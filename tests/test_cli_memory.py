@@ -121,8 +121,9 @@ def test_build_info_add_classify_remove_forget(world, capsys, tmp_path: Path) ->
     mem = VisualMemory.load(mem_dir)
     assert not any("/red/" in m["source"] for m in mem.metadata_of(mem.ids))
     assert "/red/" not in (mem_dir / "metadata.jsonl").read_text()
-    [record] = read_audit(mem_dir)
-    assert record["count"] == 4 and record["reason"] == "test"
+    removal, record = read_audit(mem_dir)  # `remove` is audited too
+    assert removal["action"] == "remove" and removal["removed_ids"] == [0, 1]
+    assert record["count"] == 4 and record["reason"] == "test" and record["prev"] == removal["hash"]
 
 
 def test_random_backbone_recorded_and_fingerprint_checked(world, capsys, tmp_path: Path) -> None:

@@ -30,11 +30,11 @@ PRECISIONS = ("fp32", "bf16")
 def default_vote(k: int = PAPER_K, method: str = "weighted", T: float = PAPER_T) -> dict:
     """{"k", "method", "T"}, checked: k >= 1, a known method, T > 0."""
     if int(k) < 1:
-        raise InvalidArgument(f"vote k: expected a positive neighbour count, got {k}")
+        raise InvalidArgument(f"--k: expected a positive neighbour count, got {k}")
     if method not in METHODS:
-        raise InvalidArgument(f"vote method: expected one of {', '.join(METHODS)}, got {method!r}")
+        raise InvalidArgument(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
     if not float(T) > 0:
-        raise InvalidArgument(f"vote T: expected a positive temperature, got {T}")
+        raise InvalidArgument(f"--T: expected a positive temperature, got {T}")
     return {"k": int(k), "method": str(method), "T": float(T)}
 
 

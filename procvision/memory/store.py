@@ -374,6 +374,20 @@ class VisualMemory:
         self._engine.on_remove(removed_ids)
         return int(len(rows))
 
+    def replace_embeddings(self, embeddings: Any, metadata: list[dict | None]) -> None:
+        """Re-embed every item in place: new rows [N, D] (L2-normalised here) and metadata, same
+        ids, labels and order (a recipe change re-embeds the items from their sources)."""
+        x = normalize_rows(embeddings, self._dim, "embeddings")
+        if x.shape[0] != self._n:
+            raise InvalidArgument(f"embeddings: expected {self._n} rows (one per item), got {x.shape[0]}")
+        meta = self._check_metadata(metadata, self._n)
+        ids = self.ids.copy()
+        self._engine.on_remove(ids)
+        self._emb[: self._n] = x
+        self._meta = meta
+        self._version += 1
+        self._engine.on_add(x, ids)
+
     # ---------------------------------------------------------------- lookups
     def _sorted(self) -> tuple[np.ndarray, np.ndarray]:
         """(row order by id, ids in that order), cached until the next change."""
