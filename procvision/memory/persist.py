@@ -517,7 +517,10 @@ def _read_once(
             )
         if manifest_only:
             return None, manifest, mhash
-        return _read_files(target, dfd, manifest), manifest, mhash
+        try:
+            return _read_files(target, dfd, manifest), manifest, mhash
+        except FileNotFoundError as err:  # deleted under us: a writer finished its swap
+            raise _corrupt(target / str(err.filename), "missing (listed in manifest.json)") from None
     finally:
         os.close(dfd)
 
