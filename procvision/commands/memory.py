@@ -142,7 +142,9 @@ def build_parser() -> ArgumentParser:
                    help="crop (paper: resize 256 -> crop 224), resize, none; default: resize for 28-px sets")  # fmt: skip
     p.add_argument("--engine", type=str, default="auto", help="auto, faiss, torch, ivf")
     p.add_argument("--k", type=int, default=PAPER_K, help="the recipe's default vote: neighbours")
-    p.add_argument("--method", type=str, default="weighted", help=f"default vote: {', '.join(METHODS)}")
+    p.add_argument(
+        "--method", type=str, default="weighted", help=f"default vote: {', '.join(METHODS)}"
+    )
     p.add_argument("--T", type=float, default=PAPER_T, help="default vote: temperature")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing memory at --out (only a procvision memory)")  # fmt: skip
@@ -194,8 +196,15 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--memory", type=str, required=True)
     _embedding_args(p, False)
     p.add_argument("--k", type=int | None, default=None, help="default: the memory recipe's vote")
-    p.add_argument("--method", type=str | None, default=None, help=f"one of {', '.join(METHODS)}; default: the recipe's")
-    p.add_argument("--T", type=float | None, default=None, help="temperature; default: the recipe's")
+    p.add_argument(
+        "--method",
+        type=str | None,
+        default=None,
+        help=f"one of {', '.join(METHODS)}; default: the recipe's",
+    )
+    p.add_argument(
+        "--T", type=float | None, default=None, help="temperature; default: the recipe's"
+    )
     p.add_argument(
         "--show", type=int | None, default=None, help="neighbours to print (default: all k)"
     )
@@ -520,7 +529,9 @@ def cmd_classify(cfg: Namespace) -> int:
             _out(f"{res['image']}: skipped: {res['error']}")
             continue
         share = res["scores"].get(res["prediction"], 0.0)
-        _out(f"{res['image']}: {res['prediction']} ({100 * share:.1f}% of the {method} vote, k={k})")
+        _out(
+            f"{res['image']}: {res['prediction']} ({100 * share:.1f}% of the {method} vote, k={k})"
+        )
         others = [
             f"{n} {100 * s:.1f}%" for n, s in res["scores"].items() if n != res["prediction"]
         ][:4]

@@ -53,7 +53,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--k", type=int | None, default=None, help="default: the memory recipe's vote")
     p.add_argument("--method", type=str | None, default=None,
                    help=f"one of {', '.join(METHODS)}; default: the recipe's")  # fmt: skip
-    p.add_argument("--T", type=float | None, default=None, help=f"default: the recipe's ({PAPER_T})")
+    p.add_argument(
+        "--T", type=float | None, default=None, help=f"default: the recipe's ({PAPER_T})"
+    )
     p.add_argument("--top", type=int, default=10, help="most influential items to print")
     p.add_argument("--brute-force-check", action="store_true",
                    help=f"also remove each item and re-classify (N <= {BRUTE_FORCE_LIMIT}); must agree exactly")  # fmt: skip

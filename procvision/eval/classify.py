@@ -51,7 +51,9 @@ def classify_images(
     done = _classify(mem, backbone, [images[i] for i in sorted(images)],
                      [paths[i] for i in sorted(images)], k, method, T, device)  # fmt: skip
     it = iter(done)
-    return [{"image": p, "error": errors[i]} if i in errors else next(it) for i, p in enumerate(paths)]
+    return [
+        {"image": p, "error": errors[i]} if i in errors else next(it) for i, p in enumerate(paths)
+    ]
 
 
 def _classify(mem, backbone, images, paths, k, method, T, device) -> list[dict[str, Any]]:

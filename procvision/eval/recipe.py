@@ -160,7 +160,13 @@ def memory_recipe(memory: VisualMemory) -> dict | None:
     return recipe
 
 
-_UNKNOWN_TRANSFORM = {"size": 0, "policy": "", "crop_ratio": 0.0, "interpolation": "", "normalize": ""}
+_UNKNOWN_TRANSFORM = {
+    "size": 0,
+    "policy": "",
+    "crop_ratio": 0.0,
+    "interpolation": "",
+    "normalize": "",
+}
 
 
 def recipe_for(spec: str, backbone, transform: EvalTransform, vote: dict | None = None) -> dict:
@@ -244,7 +250,8 @@ def check_recipe(memory: VisualMemory, new: dict, fix: str) -> list[str]:
     if diff and fix:
         raise RecipeMismatch(
             "these items would be embedded differently from the memory's recipe ("
-            + "; ".join(diff) + f"): {fix}"
+            + "; ".join(diff)
+            + f"): {fix}"
         )
     return diff
 

@@ -47,7 +47,9 @@ def build_memory(
     if emb.ndim != 2:
         raise InvalidArgument(f"memory embeddings: expected an [N, D] array, got shape {emb.shape}")
     if emb.shape[0] == 0 and not allow_empty:
-        raise InvalidArgument(f"memory embeddings: expected a non-empty [N, D] array, got {emb.shape}")
+        raise InvalidArgument(
+            f"memory embeddings: expected a non-empty [N, D] array, got {emb.shape}"
+        )
     names = None if class_names is None else [str(c) for c in class_names]
     mem = VisualMemory(
         emb.shape[1], engine=engine, fingerprint=fingerprint, class_names=names, device=device,

@@ -296,7 +296,9 @@ def parse_manifest(data: bytes, path: Path, hmac_key: bytes | None = None) -> di
     if version >= 2:
         body = {k: v for k, v in manifest.items() if k not in ("manifest_sha256", "hmac_sha256")}
         if manifest.get("manifest_sha256") != manifest_checksum(body):
-            raise _corrupt(path, "manifest_sha256 does not match its contents (edited or corrupted)")
+            raise _corrupt(
+                path, "manifest_sha256 does not match its contents (edited or corrupted)"
+            )
         if hmac_key is not None:
             tag = manifest.get("hmac_sha256")
             if tag is None:
@@ -453,7 +455,10 @@ def write_state(
                 ),
                 "next_id": int(state.next_id),
                 "recipe": state.recipe,
-                "audit": {"records": len(records), "head": records[-1]["hash"] if records else None},
+                "audit": {
+                    "records": len(records),
+                    "head": records[-1]["hash"] if records else None,
+                },
                 "ivf": state.ivf,
                 "files": files,
             }
@@ -506,11 +511,17 @@ def _read_once(
             with _open_in(mpath, dfd) as f:
                 mbytes = f.read()
         except FileNotFoundError:
-            raise _corrupt(mpath, "missing (not a saved memory, or its write never completed)") from None
+            raise _corrupt(
+                mpath, "missing (not a saved memory, or its write never completed)"
+            ) from None
         mhash = hashlib.sha256(mbytes).hexdigest()
         manifest = parse_manifest(mbytes, mpath, hmac_key)
         stored_fp = manifest.get("fingerprint")
-        if expect_fingerprint is not None and stored_fp is not None and stored_fp != expect_fingerprint:
+        if (
+            expect_fingerprint is not None
+            and stored_fp is not None
+            and stored_fp != expect_fingerprint
+        ):
             raise FingerprintMismatch(
                 f"{target}: memory was built with backbone {stored_fp!r}, expected "
                 f"{expect_fingerprint!r}; use the matching backbone or rebuild the memory"
@@ -520,7 +531,9 @@ def _read_once(
         try:
             return _read_files(target, dfd, manifest), manifest, mhash
         except FileNotFoundError as err:  # deleted under us: a writer finished its swap
-            raise _corrupt(target / str(err.filename), "missing (listed in manifest.json)") from None
+            raise _corrupt(
+                target / str(err.filename), "missing (listed in manifest.json)"
+            ) from None
     finally:
         os.close(dfd)
 

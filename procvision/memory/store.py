@@ -53,9 +53,7 @@ def as_int64(x: Any, name: str, n: int | None = None) -> np.ndarray:
             raise TypeError(f"{name}: expected whole numbers, got non-integral values")
     a = a.astype(np.int64)
     if n is not None and a.shape[0] != n:
-        raise InvalidArgument(
-            f"{name}: expected {n} values (one per embedding), got {a.shape[0]}"
-        )
+        raise InvalidArgument(f"{name}: expected {n} values (one per embedding), got {a.shape[0]}")
     return a
 
 
@@ -379,7 +377,9 @@ class VisualMemory:
         ids, labels and order (a recipe change re-embeds the items from their sources)."""
         x = normalize_rows(embeddings, self._dim, "embeddings")
         if x.shape[0] != self._n:
-            raise InvalidArgument(f"embeddings: expected {self._n} rows (one per item), got {x.shape[0]}")
+            raise InvalidArgument(
+                f"embeddings: expected {self._n} rows (one per item), got {x.shape[0]}"
+            )
         meta = self._check_metadata(metadata, self._n)
         ids = self.ids.copy()
         self._engine.on_remove(ids)
@@ -622,7 +622,11 @@ class VisualMemory:
         """IVF only: forget a quantiser trained on the memory's own rows (it may encode removed
         items); it is retrained on the next search. Returns True if one was dropped."""
         eng = self._engine
-        if isinstance(eng, IVFEngine) and eng.quantizer_source == "memory" and eng.index is not None:
+        if (
+            isinstance(eng, IVFEngine)
+            and eng.quantizer_source == "memory"
+            and eng.index is not None
+        ):
             eng.invalidate()
             return True
         return False

@@ -66,7 +66,9 @@ def forget(
     Returns the record (see `removal_record`; action "forget").
     """
     if ids is None and source_pattern is None:
-        raise InvalidArgument("forget: give ids (--ids ID ...), a source pattern (--source), or both")
+        raise InvalidArgument(
+            "forget: give ids (--ids ID ...), a source pattern (--source), or both"
+        )
     if not isinstance(target, VisualMemory):
         record = update_memory(
             target,

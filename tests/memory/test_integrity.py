@@ -66,7 +66,7 @@ def test_audit_log_edit_removal_and_truncation_are_detected(tmp_path):
         "middle removed": "".join([lines[0], lines[2]]),
         "last removed": "".join(lines[:2]),
     }
-    for what, text in cases.items():
+    for _what, text in cases.items():
         (path / "audit.jsonl").write_text(text)
         with pytest.raises(CorruptMemory, match="audit.jsonl"):
             read_memory(path)
@@ -75,8 +75,8 @@ def test_audit_log_edit_removal_and_truncation_are_detected(tmp_path):
         # even with the manifest's checksum of the file updated, the chain or the head tells
         digest, size = persist._file_sha256(path / "audit.jsonl")
         saved = (path / "manifest.json").read_bytes()
-        _edit_manifest(path, lambda m: m["files"].__setitem__(
-            "audit.jsonl", {"sha256": digest, "bytes": size}), fix_checksum=True)  # fmt: skip
+        entry = {"sha256": digest, "bytes": size}
+        _edit_manifest(path, lambda m, e=entry: m["files"].__setitem__("audit.jsonl", e), True)
         with pytest.raises(CorruptMemory, match="audit.jsonl: (record|does not end)"):
             read_memory(path)
         (path / "manifest.json").write_bytes(saved)
@@ -124,12 +124,16 @@ def test_ids_are_never_reused_and_the_counter_is_not_content(tmp_path):
                          class_names=["red", "green"])  # fmt: skip
     after = VisualMemory.load(path)
     assert after.next_id == 60 and fresh.next_id == 58
-    proof = verify_unlearned(after, fresh, np.random.default_rng(1).normal(size=(5, 6)), 7, [58, 59])
+    proof = verify_unlearned(
+        after, fresh, np.random.default_rng(1).normal(size=(5, 6)), 7, [58, 59]
+    )
     assert proof["ok"]
     # the counter survives emptying the memory
     forget(path, ids=np.arange(60))
     empty = VisualMemory.load(path)
-    assert len(empty) == 0 and empty.next_id == 60 and empty.add(np.ones((1, 6)), [0]).tolist() == [60]
+    assert (
+        len(empty) == 0 and empty.next_id == 60 and empty.add(np.ones((1, 6)), [0]).tolist() == [60]
+    )
 
 
 def test_recipe_is_kept_when_emptied(tmp_path):

@@ -107,8 +107,7 @@ def _racer(args: tuple) -> dict:
             m = rng.randint(1, 4)
             x = np.random.default_rng(seed * 1000 + r).normal(size=(m, DIM))
             meta = [{"source": f"w{worker}/r{r}/{j}"} for j in range(m)]
-            ids = update_memory(path, lambda mem: mem.add(x, [worker % 3] * m, metadata=meta),
-                                wait=60)  # fmt: skip
+            ids = update_memory(path, lambda mem, x=x, m=m, meta=meta: mem.add(x, [worker % 3] * m, metadata=meta), wait=60)  # fmt: skip
             added += ids.tolist()
             mine += ids.tolist()
     return {"added": added, "forgotten": forgotten}
@@ -132,7 +131,6 @@ def _reader(args: tuple) -> dict:
 
 def test_racing_adds_and_forgets_lose_nothing(tmp_path):
     path = _new_memory(tmp_path / "mem")
-    listing_before = None
     stop = tmp_path / "stop"
     ctx = mp.get_context("spawn")
     with ctx.Pool(4) as pool:
@@ -152,5 +150,4 @@ def test_racing_adds_and_forgets_lose_nothing(tmp_path):
     assert sorted(i for r in log for i in r["removed_ids"]) == sorted(forgotten)
     assert all(r["action"] == "forget" for r in log)
     assert mem.next_id == max(added) + 1
-    del listing_before
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
