@@ -393,3 +393,19 @@ def test_hmac_key_flag(world, capsys, tmp_path: Path) -> None:
         capsys, "info", "--memory", str(mem_dir), "--hmac-key", str(mem_dir / "ids.npy")
     )
     assert rc == 2 and "outside the memory" in err
+
+
+def test_add_with_another_backbone(world, capsys, tmp_path: Path) -> None:
+    mem_dir = _small(world, capsys, tmp_path / "mem")
+    args = ["add", "--memory", str(mem_dir), "--dataset", f"imagefolder:{world['extra']}",
+            "--backbone", RANDOM_SPEC]  # fmt: skip
+    rc, _, err = run(capsys, *args)
+    assert rc == 2 and "fingerprint" in err and "--recipe-override" in err
+    rc, out, err = run(capsys, *args, "--recipe-override")
+    assert rc == 0 and "backbone fingerprint" in out, err
+    mem = VisualMemory.load(mem_dir)
+    fp = random_backbone(seed=0, **TINY).fingerprint()
+    assert mem.fingerprint == fp and mem.recipe["backbone"]["fingerprint"] == fp and len(mem) == 8
+    query = str(world["extra"] / "yellow" / "0.png")
+    rc, out, _ = run(capsys, "classify", "--memory", str(mem_dir), query, "--k", "1")
+    assert rc == 0 and "yellow" in out

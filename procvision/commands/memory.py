@@ -60,7 +60,9 @@ from procvision.eval.recipe import (
 )
 from procvision.memory import (
     METHODS,
+    FingerprintMismatch,
     InvalidArgument,
+    RecipeMismatch,
     VisualMemory,
     VisualMemoryError,
     build_memory,
@@ -354,8 +356,12 @@ def cmd_add(cfg: Namespace) -> int:
     report: dict[str, Any] = {}
 
     def edit(mem: VisualMemory) -> None:
-        backbone, spec, transform = memory_backbone(mem, cfg.backbone, cfg.device,
-                                                    check=not cfg.recipe_override)  # fmt: skip
+        try:
+            backbone, spec, transform = memory_backbone(mem, cfg.backbone, cfg.device,
+                                                        check=not cfg.recipe_override)  # fmt: skip
+        except FingerprintMismatch as err:
+            raise RecipeMismatch(f"{err}; or pass --recipe-override to re-embed every item "
+                                 "with this backbone") from err  # fmt: skip
         transform = _override_transform(cfg, transform)
         new = recipe_for(spec, backbone, transform, default_vote_of(mem))
         fix = ("rebuild the memory with `procvision memory build` for this recipe, or pass "
@@ -426,7 +432,7 @@ def _reembed(cfg: Namespace, mem: VisualMemory, backbone, spec: str, transform) 
                            desc="re-embed")  # fmt: skip
     tstr = transform_to_str(transform)
     new_meta = [{**m, "backbone": spec, "transform": tstr} for m in meta]
-    mem.replace_embeddings(emb, new_meta)
+    mem.replace_embeddings(emb, new_meta, backbone.fingerprint())
 
 
 def cmd_remove(cfg: Namespace) -> int:

@@ -372,9 +372,12 @@ class VisualMemory:
         self._engine.on_remove(removed_ids)
         return int(len(rows))
 
-    def replace_embeddings(self, embeddings: Any, metadata: list[dict | None]) -> None:
-        """Re-embed every item in place: new rows [N, D] (L2-normalised here) and metadata, same
-        ids, labels and order (a recipe change re-embeds the items from their sources)."""
+    def replace_embeddings(
+        self, embeddings: Any, metadata: list[dict | None], fingerprint: str | None = None
+    ) -> None:
+        """Re-embed every item in place: new rows [N, D] (L2-normalised here), metadata and, if
+        given, the new backbone's fingerprint; same ids, labels and order (a recipe change
+        re-embeds the items from their sources)."""
         x = normalize_rows(embeddings, self._dim, "embeddings")
         if x.shape[0] != self._n:
             raise InvalidArgument(
@@ -385,6 +388,8 @@ class VisualMemory:
         self._engine.on_remove(ids)
         self._emb[: self._n] = x
         self._meta = meta
+        if fingerprint is not None:
+            self._fingerprint = fingerprint
         self._version += 1
         self._engine.on_add(x, ids)
 
