@@ -326,7 +326,7 @@ def cmd_build(cfg: Namespace) -> int:
     vote = default_vote(cfg.k, cfg.method, cfg.T)
     key = hmac_key_of(cfg, cfg.out)
     spec = resolve_spec(cfg.backbone, cfg.image_size, cfg.patch_size, cfg.seed, cfg.backbone_kwargs)
-    with writer_lock(out, cfg.wait):
+    with writer_lock(out, cfg.wait, create=True):
         backbone = load_backbone_spec(spec, cfg.device)
         size = cfg.image_size or int(backbone.config.get("img_size", 224))
         transform = make_transform(size, cfg.resize_policy or default_policy(cfg.dataset))

@@ -14,6 +14,7 @@ opened and retry (bounded) when a save swapped it under them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,9 +22,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from procvision.memory.audit import removal_record
-from procvision.memory.errors import MemoryLocked
+from procvision.memory.errors import MemoryLocked, MemoryNotFound
 from procvision.memory.lockfile import lock_holder, lock_path, writer_active, writer_lock
-from procvision.memory.persist import manifest_hash, prepare_write
+from procvision.memory.persist import leftovers, manifest_hash, prepare_write
 from procvision.memory.store import VisualMemory, load_memory, save_memory
 
 R = TypeVar("R")
@@ -62,8 +63,11 @@ def update_memory(
     Nothing is saved if `fn` raises.
     """
     load_kwargs.pop("retry_seconds", None)
-    with writer_lock(directory, wait):
-        prepare_write(Path(directory).absolute())
+    target = Path(os.path.abspath(directory))
+    if not target.exists() and not any(kind == "old" for _, kind, _ in leftovers(target)):
+        raise MemoryNotFound(f"memory directory {target} does not exist; build or save one first")
+    with writer_lock(target, wait):
+        prepare_write(target)
         mem = load_memory(directory, hmac_key=hmac_key, retry_seconds=0.0, **load_kwargs)
         before = mem.ids.copy()
         hash_before = mem.content_hash()

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from procvision.memory.errors import MemoryLocked
+from procvision.memory.errors import MemoryLocked, MemoryNotFound
 
 
 def lock_path(directory: str | Path) -> Path:
@@ -90,13 +90,17 @@ def _locked_error(directory: Path, waited: float | None) -> MemoryLocked:
 
 
 @contextmanager
-def writer_lock(directory: str | Path, wait: float | None = None) -> Iterator[Path]:
+def writer_lock(
+    directory: str | Path, wait: float | None = None, create: bool = False
+) -> Iterator[Path]:
     """Hold the exclusive writer lock of memory `directory` for the body of the `with`.
 
     Args:
-        directory: the memory directory (it need not exist yet; its parent is created).
+        directory: the memory directory (it need not exist yet).
         wait: None = raise `MemoryLocked` at once if another writer holds it; else wait up to
             `wait` seconds (polling with a short randomised back-off) before raising.
+        create: create missing parent folders (for a new memory); otherwise a missing parent
+            raises MemoryNotFound.
     Yields:
         the lock file's path.
     """
@@ -110,7 +114,7 @@ def writer_lock(directory: str | Path, wait: float | None = None) -> Iterator[Pa
         raise _locked_error(target, wait)
     try:
         if held.depth == 0:
-            held.fd = _acquire_flock(target, path, deadline, wait)
+            held.fd = _acquire_flock(target, path, deadline, wait, create)
         held.depth += 1
         try:
             yield path
@@ -127,8 +131,13 @@ def writer_lock(directory: str | Path, wait: float | None = None) -> Iterator[Pa
         held.rlock.release()
 
 
-def _acquire_flock(target: Path, path: Path, deadline: float | None, wait: float | None) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _acquire_flock(
+    target: Path, path: Path, deadline: float | None, wait: float | None, create: bool
+) -> int:
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    elif not path.parent.is_dir():
+        raise MemoryNotFound(f"memory directory {target} does not exist; build or save one first")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     delay = 0.005
     try:

@@ -403,7 +403,7 @@ def write_state(
         (target path, sha256 of the new manifest.json's bytes).
     """
     target = check_memory_target(directory)
-    with writer_lock(target, wait):
+    with writer_lock(target, wait, create=True):
         prepare_write(target)
         target = check_memory_target(target)
         same = origin is not None and origin[0] == str(target)

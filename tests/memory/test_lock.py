@@ -151,3 +151,11 @@ def test_racing_adds_and_forgets_lose_nothing(tmp_path):
     assert all(r["action"] == "forget" for r in log)
     assert mem.next_id == max(added) + 1
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_writers_of_a_missing_memory_create_nothing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        update_memory(tmp_path / "none", lambda m: None)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        forget(tmp_path / "a" / "b", ids=[1])
+    assert list(tmp_path.iterdir()) == []
