@@ -340,10 +340,10 @@ def atomic_replace_dir(
         fsync_dir(target.parent)
 
 
-def _write_meta(f: Any, meta: list[dict | None]) -> None:
-    step = 4096
+def _write_meta(f: Any, meta: list[str]) -> None:
+    step = 1 << 16
     for s in range(0, len(meta), step):
-        f.write("".join(canonical_json(d or {}) + "\n" for d in meta[s : s + step]).encode())
+        f.write(("\n".join(meta[s : s + step]) + "\n").encode())
 
 
 def _existing(target: Path) -> tuple[dict | None, list[dict]]:
@@ -450,7 +450,8 @@ def write_state(
                 "count": int(len(state.ids)),
                 "engine": state.engine,
                 "class_names": state.class_names,
-                "content_hash": content_hash(
+                "content_hash": state.content_hash
+                or content_hash(
                     state.dim, state.ids, state.labels, state.embeddings, state.metadata
                 ),
                 "next_id": int(state.next_id),
@@ -473,7 +474,7 @@ def write_state(
     return target, hashlib.sha256(text_holder["manifest"]).hexdigest()
 
 
-def _write_meta_file(tmp: Path, meta: list[dict | None]) -> dict:
+def _write_meta_file(tmp: Path, meta: list[str]) -> dict:
     return _write_file(tmp, "metadata.jsonl", lambda f: _write_meta(f, meta))
 
 
@@ -570,10 +571,8 @@ def _read_files(target: Path, dfd: int, manifest: dict) -> MemoryState:
         lines = f.read().decode("utf-8").splitlines()
     if len(lines) != n:
         raise _corrupt(target / "metadata.jsonl", f"has {len(lines)} lines, expected {n}")
-    try:
-        meta = [json.loads(s) or None for s in lines]
-    except ValueError as e:
-        raise _corrupt(target / "metadata.jsonl", f"unreadable JSON line ({e})") from e
+    # the lines are the stored (canonical JSON) form: checksummed above, hashed as they are
+    meta = ["{}" if s in ("null", "") else s for s in lines]
     if len(np.unique(ids)) != n:
         raise _corrupt(target / "ids.npy", "contains duplicate ids")
     if content_hash(dim, ids, labels, emb, meta) != manifest["content_hash"]:
@@ -604,6 +603,7 @@ def _read_files(target: Path, dfd: int, manifest: dict) -> MemoryState:
         recipe=manifest.get("recipe"),
         ivf=manifest.get("ivf"),
         ivf_index=blob,
+        content_hash=manifest["content_hash"],
     )
 
 

@@ -27,7 +27,7 @@ class MemoryState:
     Attributes:
         dim: embedding width D.
         embeddings: float32 [N, D] unit rows, row (insertion) order.
-        ids: int64 [N]; labels: int64 [N]; metadata: N dicts or None.
+        ids: int64 [N]; labels: int64 [N]; metadata: N canonical JSON lines ("{}" for none).
         fingerprint: the backbone's fingerprint string, or None.
         class_names: label i is named class_names[i], or None.
         engine: resolved engine name ("faiss", "torch", "ivf").
@@ -36,13 +36,15 @@ class MemoryState:
         ivf: {"nlist", "nprobe", "quantizer_source"} for the IVF engine, else None.
         ivf_index: the serialised trained IVF index (bytes), or None.
         pending_audit: audit records queued by in-memory operations, written by the next save.
+        content_hash: `content_hash(...)` of the arrays when already known (verified on load,
+            cached by the memory), else None.
     """
 
     dim: int
     embeddings: np.ndarray
     ids: np.ndarray
     labels: np.ndarray
-    metadata: list[dict | None]
+    metadata: list[str]
     fingerprint: str | None = None
     class_names: list[str] | None = None
     engine: str = "torch"
@@ -51,15 +53,16 @@ class MemoryState:
     ivf: dict | None = None
     ivf_index: bytes | None = None
     pending_audit: list[dict] = field(default_factory=list)
+    content_hash: str | None = None
 
 
 def content_hash(
-    dim: int, ids: np.ndarray, labels: np.ndarray, emb: np.ndarray, meta: list[dict | None]
+    dim: int, ids: np.ndarray, labels: np.ndarray, emb: np.ndarray, meta: list[str]
 ) -> str:
     """sha256 hex over dim, count, then ids, labels, embeddings and metadata, all in id order.
 
     Args:
-        ids, labels: int64 [N]; emb: float32 [N, D]; meta: N dicts or None ({} and None hash alike).
+        ids, labels: int64 [N]; emb: float32 [N, D]; meta: N canonical JSON lines ("{}" for none).
     The id counter, recipe, class names and audit log are not part of it, so a memory from which
     items were removed hashes exactly like one that never held them.
     """
@@ -73,6 +76,5 @@ def content_hash(
     for s in range(0, n, step):
         h.update(emb[order[s : s + step]].astype("<f4").tobytes())
     for s in range(0, n, 4096):
-        lines = (canonical_json(meta[r] or {}) for r in order[s : s + 4096].tolist())
-        h.update(("\n".join(lines) + "\n").encode())
+        h.update(("\n".join([meta[r] for r in order[s : s + 4096].tolist()]) + "\n").encode())
     return h.hexdigest()

@@ -136,7 +136,7 @@ class VisualMemory:
         self._emb = np.zeros((0, self._dim), np.float32)
         self._ids = np.zeros(0, np.int64)
         self._labels = np.zeros(0, np.int64)
-        self._meta: list[dict | None] = []
+        self._meta: list[str] = []  # each item's metadata in its stored form: canonical JSON
         self._n = 0
         self._version = 0
         self._lookup: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -144,6 +144,7 @@ class VisualMemory:
         self._recipe = None if recipe is None else json.loads(canonical_json(recipe))
         self._pending_audit: list[dict] = []
         self._origin: tuple[str, str] | None = None  # (directory, manifest hash) last loaded/saved
+        self._hash_cache: tuple[int, str] | None = None  # (version, content hash)
 
     # ---------------------------------------------------------------- properties
     def __len__(self) -> int:
@@ -324,22 +325,23 @@ class VisualMemory:
         return new_ids.copy()
 
     @staticmethod
-    def _check_metadata(metadata: list[dict | None] | None, m: int) -> list[dict | None]:
+    def _check_metadata(metadata: list[dict | None] | None, m: int) -> list[str]:
+        """Each entry as the canonical JSON line it is stored (and hashed) as; "{}" for none."""
         if metadata is None:
-            return [None] * m
+            return ["{}"] * m
         if len(metadata) != m:
             raise InvalidArgument(
                 f"metadata: expected {m} entries (one per embedding), got {len(metadata)}"
             )
-        out: list[dict | None] = []
+        out: list[str] = []
         for i, d in enumerate(metadata):
             if d is None or d == {}:
-                out.append(None)
+                out.append("{}")
                 continue
             if not isinstance(d, dict):
                 raise TypeError(f"metadata[{i}]: expected a dict or None, got {type(d).__name__}")
-            try:
-                out.append(json.loads(canonical_json(d)))  # stored exactly as it will reload
+            try:  # stored exactly as it will reload
+                out.append(canonical_json(json.loads(canonical_json(d))))
             except (TypeError, ValueError) as e:
                 raise TypeError(f"metadata[{i}]: not JSON-serialisable ({e})") from e
         return out
@@ -429,7 +431,7 @@ class VisualMemory:
         a, rows = self._rows_strict(np.asarray(to_numpy(ids, "ids")).reshape(-1))
         if (a == -1).any():
             raise UnknownIds("ids: -1 is padding, not an item")
-        return [copy.deepcopy(self._meta[int(r)]) or {} for r in rows]
+        return [json.loads(self._meta[int(r)]) for r in rows]
 
     # ---------------------------------------------------------------- search
     def search(
@@ -504,8 +506,13 @@ class VisualMemory:
     def content_hash(self) -> str:
         """sha256 hex over dim, count, ids, labels, embeddings, metadata in id order
         (`state.content_hash`); the id counter, recipe and class names are not part of it."""
+        cached = self._hash_cache
+        if cached is not None and cached[0] == self._version:
+            return cached[1]
         n = self._n
-        return content_hash(self._dim, self._ids[:n], self._labels[:n], self._emb[:n], self._meta)
+        h = content_hash(self._dim, self._ids[:n], self._labels[:n], self._emb[:n], self._meta)
+        self._hash_cache = (self._version, h)
+        return h
 
     def copy(self) -> VisualMemory:
         """An independent deep copy (same engine type, arrays, metadata, trained IVF index)."""
@@ -517,7 +524,7 @@ class VisualMemory:
             self._ids[:n].copy(),
             self._labels[:n].copy(),
         )
-        new._meta = copy.deepcopy(self._meta)
+        new._meta = list(self._meta)
         new._lookup = None
         new._class_names = self.class_names
         new._recipe = self.recipe
@@ -573,6 +580,7 @@ class VisualMemory:
             ivf=ivf,
             ivf_index=blob,
             pending_audit=list(self._pending_audit),
+            content_hash=self.content_hash(),
         )
 
     @classmethod
@@ -599,11 +607,13 @@ class VisualMemory:
         mem._emb = np.ascontiguousarray(state.embeddings, np.float32).reshape(n, state.dim)
         mem._ids = np.ascontiguousarray(state.ids, np.int64)
         mem._labels = np.ascontiguousarray(state.labels, np.int64)
-        mem._meta = list(state.metadata)
+        mem._meta = [s if isinstance(s, str) else canonical_json(s or {}) for s in state.metadata]
         mem._n = n
         mem._next_id = max(int(state.next_id), int(mem._ids.max()) + 1 if n else 0)
         mem._pending_audit = list(state.pending_audit)
         mem._version += 1
+        if state.content_hash is not None:  # verified against the arrays by `persist`
+            mem._hash_cache = (mem._version, state.content_hash)
         if isinstance(mem._engine, IVFEngine) and state.ivf_index is not None:
             import faiss
 
