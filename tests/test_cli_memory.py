@@ -409,3 +409,13 @@ def test_add_with_another_backbone(world, capsys, tmp_path: Path) -> None:
     query = str(world["extra"] / "yellow" / "0.png")
     rc, out, _ = run(capsys, "classify", "--memory", str(mem_dir), query, "--k", "1")
     assert rc == 0 and "yellow" in out
+
+
+def test_classify_images_on_an_empty_memory(world) -> None:
+    from procvision.eval.classify import classify_images
+
+    backbone = load_backbone(world["export"])
+    mem = VisualMemory(8)  # empty: nothing is searched
+    query = str(world["extra"] / "yellow" / "0.png")
+    [res] = classify_images(mem, backbone, EvalTransform(16), [query], 5, "weighted", 0.07, "cpu")
+    assert res["prediction"] is None and res["neighbours"] == [] and res["label"] == -1

@@ -424,7 +424,9 @@ class VisualMemory:
     def labels_of(self, ids: Any) -> np.ndarray:
         """Labels of ids (any shape, int64); -1 for the padding id -1; KeyError for unknown ids."""
         a, rows = self._rows_strict(ids)
-        return np.where(rows >= 0, self._labels[np.maximum(rows, 0)], -1) if a.size else rows
+        if not a.size or self._n == 0:
+            return rows  # all -1 for an empty memory (only padding can be asked for)
+        return np.where(rows >= 0, self._labels[np.maximum(rows, 0)], -1)
 
     def metadata_of(self, ids: Any) -> list[dict]:
         """Metadata dicts (copies) of a flat list of ids; {} for items added without metadata."""
