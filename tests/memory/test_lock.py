@@ -159,3 +159,28 @@ def test_writers_of_a_missing_memory_create_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         forget(tmp_path / "a" / "b", ids=[1])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writers_delete_only_leftovers_of_dead_writers(tmp_path):
+    import subprocess
+    import sys
+
+    path = _new_memory(tmp_path / "mem")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        theirs = tmp_path / f".mem.tmp-{live.pid}-aaaaaaaaaaaa"
+        crashed = tmp_path / f".mem.tmp-{dead.pid}-bbbbbbbbbbbb"
+        crashed_old = tmp_path / f".mem.old-{dead.pid}-cccccccccccc"
+        for d in (theirs, crashed, crashed_old):
+            d.mkdir()
+            (d / "embeddings.npy").write_bytes(b"x" * 64)
+        read_memory(path)  # a reader touches none of them
+        assert theirs.exists() and crashed.exists() and crashed_old.exists()
+        update_memory(path, lambda m: m.remove([0]))
+        assert theirs.exists()  # not ours, and its writer is alive
+        assert not crashed.exists() and not crashed_old.exists()
+    finally:
+        live.kill()
+        live.wait()
