@@ -26,7 +26,7 @@ from procvision.memory.lock import (
     update_memory,
     writer_lock,
 )
-from procvision.memory.persist import read_audit, read_manifest
+from procvision.memory.persist import read_audit, read_blob, read_manifest
 from procvision.memory.privacy import (
     LOOFlips,
     brute_force_loo,
@@ -64,6 +64,7 @@ __all__ = [
     "build_memory",
     "lock_path",
     "manifest_hash",
+    "read_blob",
     "read_memory",
     "update_memory",
     "writer_lock",

@@ -56,7 +56,9 @@ MANIFEST = "manifest.json"
 AUDIT = "audit.jsonl"
 REQUIRED_FILES = ("embeddings.npy", "ids.npy", "labels.npy", "metadata.jsonl")
 INDEX_FILE = "index.faiss"
-MEMORY_FILES = frozenset((*REQUIRED_FILES, INDEX_FILE, AUDIT, MANIFEST))
+BLOBS = "blobs"  # blobs/<sha256>: image bytes kept inside the memory (uploads to the service)
+MEMORY_FILES = frozenset((*REQUIRED_FILES, INDEX_FILE, AUDIT, MANIFEST, BLOBS))
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 GENESIS = "0" * 64  # the `prev` of the first audit record
 READ_RETRY_SECONDS = 10.0
 _MANIFEST_SALT = b"procvision-visual-memory-manifest-v2\n"
@@ -110,7 +112,10 @@ def remove_tree(path: Path, shred: bool = False) -> None:
     if shred:
         for p in path.rglob("*"):
             if p.is_file() and not p.is_symlink():
-                size = p.stat().st_size
+                st = p.stat()
+                if st.st_nlink > 1:
+                    continue  # a blob still linked into the new version: not ours to zero
+                size = st.st_size
                 with open(p, "r+b") as f:
                     zeros = bytes(min(size, 8 << 20))
                     for s in range(0, size, len(zeros) or 1):
@@ -310,6 +315,72 @@ def parse_manifest(data: bytes, path: Path, hmac_key: bytes | None = None) -> di
     return manifest
 
 
+# ---------------------------------------------------------------- blobs
+def blob_refs(meta: list[str]) -> set[str]:
+    """sha256 names of the blobs that items reference (metadata key "blob")."""
+    refs = set()
+    for line in meta:
+        if '"blob":' in line:
+            ref = json.loads(line).get("blob")
+            if isinstance(ref, str):
+                refs.add(ref)
+    return refs
+
+
+def blobs_digest(sizes: dict[str, int]) -> dict:
+    """The manifest's record of the blobs folder: count, total bytes, sha256 of the listing."""
+    listing = "".join(f"{name} {sizes[name]}\n" for name in sorted(sizes))
+    return {"count": len(sizes), "bytes": int(sum(sizes.values())),
+            "listing_sha256": hashlib.sha256(listing.encode()).hexdigest()}  # fmt: skip
+
+
+def _write_blobs(tmp: Path, source: Path, refs: set[str], new: dict[str, bytes]) -> dict[str, int]:
+    """tmp/blobs/: new blobs written, kept ones hard-linked from the version in `source` (so the
+    old version's shred skips them; copied across filesystems); returns {name: size}."""
+    if not refs:
+        return {}
+    folder = tmp / BLOBS
+    folder.mkdir()
+    sizes = {}
+    for name in sorted(refs):
+        if name in new:
+            data = new[name]
+            if hashlib.sha256(data).hexdigest() != name:
+                raise InvalidArgument(f"blob {name}: its bytes do not hash to its name")
+            with open(folder / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        else:
+            old = source / BLOBS / name
+            if not old.is_file():
+                raise InvalidArgument(
+                    f"blob {name}: referenced by an item but neither stored nor given; "
+                    "add its bytes with VisualMemory.add_blob"
+                )
+            try:
+                os.link(old, folder / name)
+            except OSError:  # another filesystem: copy
+                shutil.copyfile(old, folder / name)
+        sizes[name] = (folder / name).stat().st_size
+    fsync_dir(folder)
+    return sizes
+
+
+def read_blob(directory: str | Path, name: str) -> bytes:
+    """The bytes of blob `name` (a sha256 hex) of a saved memory, verified against its name."""
+    if not _SHA256.match(str(name)):
+        raise InvalidArgument(f"blob {name!r}: expected a sha256 hex name")
+    path = Path(os.path.abspath(directory)) / BLOBS / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidArgument(f"blob {name}: not stored in memory {directory}") from None
+    if hashlib.sha256(data).hexdigest() != name:
+        raise _corrupt(path, "its bytes do not match its sha256 name (modified or corrupted)")
+    return data
+
+
 # ---------------------------------------------------------------- writing
 def atomic_replace_dir(
     target: Path, write: Callable[[Path], None], shred_old: bool = False
@@ -439,6 +510,8 @@ def write_state(
             if state.ivf_index is not None:
                 blob = state.ivf_index
                 files[INDEX_FILE] = _write_file(tmp, INDEX_FILE, lambda f: f.write(blob))
+            source = Path(origin[0]) if origin is not None else target
+            blob_sizes = _write_blobs(tmp, source, blob_refs(state.metadata), state.new_blobs)
             if records:
                 data = "".join(canonical_json(r) + "\n" for r in records).encode()
                 files[AUDIT] = _write_file(tmp, AUDIT, lambda f: f.write(data))
@@ -462,6 +535,7 @@ def write_state(
                 },
                 "ivf": state.ivf,
                 "files": files,
+                "blobs": blobs_digest(blob_sizes) if blob_sizes else None,
             }
             manifest = {**body, "manifest_sha256": manifest_checksum(body)}
             if hmac_key is not None:
@@ -560,6 +634,7 @@ def _read_files(target: Path, dfd: int, manifest: dict) -> MemoryState:
     names = set(os.listdir(dfd))
     if v2 and AUDIT in names and AUDIT not in files:
         raise _corrupt(target / AUDIT, "is not listed in manifest.json (added after the last save)")
+    _check_blob_listing(target, dfd, names, manifest.get("blobs"))
     n, dim = int(manifest["count"]), int(manifest["dim"])
     with _open_in(target / "embeddings.npy", dfd) as f:
         emb = _load_array(f, target / "embeddings.npy", "float32", (n, dim))
@@ -605,6 +680,23 @@ def _read_files(target: Path, dfd: int, manifest: dict) -> MemoryState:
         ivf_index=blob,
         content_hash=manifest["content_hash"],
     )
+
+
+def _check_blob_listing(target: Path, dfd: int, names: set[str], record: dict | None) -> None:
+    """The blobs folder holds exactly the blobs (names and sizes) the manifest records; their
+    bytes are verified when read (`read_blob`)."""
+    if BLOBS not in names:
+        if record:
+            raise _corrupt(target / BLOBS, "missing (recorded in manifest.json)")
+        return
+    bfd = os.open(BLOBS, os.O_RDONLY | os.O_DIRECTORY, dir_fd=dfd)
+    try:
+        sizes = {n: os.stat(n, dir_fd=bfd).st_size for n in os.listdir(bfd)}
+    finally:
+        os.close(bfd)
+    if record != (blobs_digest(sizes) if sizes else None):
+        raise _corrupt(target / BLOBS, "holds other blobs than manifest.json records (added, "
+                                       "removed or resized)")  # fmt: skip
 
 
 def _in_flux(target: Path, seen: str | None) -> bool:
@@ -724,6 +816,7 @@ __all__ = [
     "parse_audit",
     "prepare_write",
     "read_audit",
+    "read_blob",
     "read_key_file",
     "read_manifest",
     "read_state",

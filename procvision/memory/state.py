@@ -38,6 +38,8 @@ class MemoryState:
         pending_audit: audit records queued by in-memory operations, written by the next save.
         content_hash: `content_hash(...)` of the arrays when already known (verified on load,
             cached by the memory), else None.
+        new_blobs: {sha256: bytes} staged by `VisualMemory.add_blob`, written by the next save
+            into blobs/ when an item's metadata references them ("blob": sha256).
     """
 
     dim: int
@@ -54,6 +56,7 @@ class MemoryState:
     ivf_index: bytes | None = None
     pending_audit: list[dict] = field(default_factory=list)
     content_hash: str | None = None
+    new_blobs: dict[str, bytes] = field(default_factory=dict)
 
 
 def content_hash(

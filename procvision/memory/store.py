@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import ctypes
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -145,6 +146,7 @@ class VisualMemory:
         self._pending_audit: list[dict] = []
         self._origin: tuple[str, str] | None = None  # (directory, manifest hash) last loaded/saved
         self._hash_cache: tuple[int, str] | None = None  # (version, content hash)
+        self._new_blobs: dict[str, bytes] = {}
 
     # ---------------------------------------------------------------- properties
     def __len__(self) -> int:
@@ -374,6 +376,15 @@ class VisualMemory:
         self._engine.on_remove(removed_ids)
         return int(len(rows))
 
+    def add_blob(self, data: bytes) -> str:
+        """Stage bytes (e.g. an uploaded image) to keep inside the memory directory; returns its
+        sha256, which an item references with metadata {"blob": sha256}. The next save writes
+        it to blobs/ (checksummed; dropped, and shredded on forget, once no item references it);
+        read it back with `persist.read_blob(directory, sha256)`."""
+        name = hashlib.sha256(bytes(data)).hexdigest()
+        self._new_blobs[name] = bytes(data)
+        return name
+
     def replace_embeddings(
         self, embeddings: Any, metadata: list[dict | None], fingerprint: str | None = None
     ) -> None:
@@ -531,6 +542,7 @@ class VisualMemory:
         new._class_names = self.class_names
         new._recipe = self.recipe
         new._pending_audit = copy.deepcopy(self._pending_audit)
+        new._new_blobs = dict(self._new_blobs)
         if isinstance(self._engine, IVFEngine):
             eng = IVFEngine(self._dim, self._engine.nlist, self._engine.nprobe)
             if self._engine.index is not None:
@@ -583,6 +595,7 @@ class VisualMemory:
             ivf_index=blob,
             pending_audit=list(self._pending_audit),
             content_hash=self.content_hash(),
+            new_blobs=dict(self._new_blobs),
         )
 
     @classmethod
@@ -718,5 +731,6 @@ def save_memory(
         hmac_key=hmac_key, wait=wait, origin=mem._origin,
     )  # fmt: skip
     mem._audit_saved()
+    mem._new_blobs = {}
     mem._origin = (os.path.abspath(directory), mhash)
     return path

@@ -187,3 +187,30 @@ def _to_format_1(path, audit: list[dict]) -> dict:
     (path / "manifest.json").write_text(json.dumps(man, indent=2, sort_keys=True) + "\n")
     (path / "audit.jsonl").write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in audit))
     return man
+
+
+def test_blobs_are_kept_checksummed_and_shredded_on_forget(tmp_path):
+    from procvision.memory import read_blob
+
+    mem = build_memory(np.eye(3), [0, 1, 2], engine="torch")
+    a, b = mem.add_blob(b"uploaded image A" * 10), mem.add_blob(b"uploaded image B" * 10)
+    mem.add(np.ones((2, 3)), [0, 1], metadata=[{"blob": a, "source": "upload:a"}, {"blob": b}])
+    path = mem.save(tmp_path / "mem")
+    assert read_blob(path, a) == b"uploaded image A" * 10
+    assert sorted(p.name for p in (path / "blobs").iterdir()) == sorted([a, b])
+    old_inode = (path / "blobs" / b).stat().st_ino
+    forget(path, ids=[3])  # the item holding blob a
+    assert sorted(p.name for p in (path / "blobs").iterdir()) == [b]
+    assert (path / "blobs" / b).stat().st_ino == old_inode  # kept by link, not rewritten
+    assert read_blob(path, b) == b"uploaded image B" * 10
+    with pytest.raises(ValueError, match="not stored"):
+        read_blob(path, a)
+    (path / "blobs" / b).write_bytes(b"tampered")
+    with pytest.raises(CorruptMemory, match="blobs"):
+        read_memory(path)
+    (path / "blobs" / b).write_bytes(b"uploaded image C" * 10)  # same size, other bytes
+    with pytest.raises(CorruptMemory, match=b):
+        read_blob(path, b)
+    (path / "blobs" / ("0" * 64)).write_bytes(b"")
+    with pytest.raises(CorruptMemory, match="holds other blobs"):
+        read_memory(path)
