@@ -70,14 +70,22 @@ def content_hash(
     items were removed hashes exactly like one that never held them.
     """
     n = len(ids)
-    order = np.argsort(ids, kind="stable")
+    in_order = n < 2 or bool(np.all(ids[1:] > ids[:-1]))  # the usual case: rows already by id
+    order = None if in_order else np.argsort(ids, kind="stable")
+
+    def rows(a: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return a[start:stop] if order is None else a[order[start:stop]]
+
     h = hashlib.sha256(b"procvision-visual-memory-content-v1\n")
     h.update(np.array([dim, n], "<i8").tobytes())
-    h.update(ids[order].astype("<i8").tobytes())
-    h.update(labels[order].astype("<i8").tobytes())
+    h.update(np.ascontiguousarray(rows(ids, 0, n), "<i8").data)
+    h.update(np.ascontiguousarray(rows(labels, 0, n), "<i8").data)
     step = max(1, (64 << 20) // (4 * dim))
     for s in range(0, n, step):
-        h.update(emb[order[s : s + step]].astype("<f4").tobytes())
+        h.update(np.ascontiguousarray(rows(emb, s, s + step), "<f4").data)
     for s in range(0, n, 4096):
-        h.update(("\n".join([meta[r] for r in order[s : s + 4096].tolist()]) + "\n").encode())
+        part = (
+            meta[s : s + 4096] if order is None else [meta[r] for r in order[s : s + 4096].tolist()]
+        )
+        h.update(("\n".join(part) + "\n").encode())
     return h.hexdigest()
