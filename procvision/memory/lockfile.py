@@ -164,6 +164,13 @@ def _acquire_flock(
         raise
 
 
+def held_here(directory: str | Path) -> bool:
+    """True if a thread of this process holds the writer lock of `directory` now."""
+    with _REGISTRY_LOCK:
+        held = _REGISTRY.get(str(lock_path(directory)))
+    return held is not None and held.depth > 0
+
+
 def writer_active(directory: str | Path) -> bool:
     """True if the lock file names a live holder (read-only probe: takes no lock)."""
     return lock_holder(directory) is not None

@@ -47,7 +47,7 @@ from procvision.memory.errors import (
     MemoryNotFound,
     VisualMemoryError,
 )
-from procvision.memory.lockfile import pid_alive, writer_active, writer_lock
+from procvision.memory.lockfile import held_here, pid_alive, writer_active, writer_lock
 from procvision.memory.state import MemoryState, canonical_json, content_hash
 
 FORMAT = "procvision-visual-memory"
@@ -704,7 +704,11 @@ def _in_flux(target: Path, seen: str | None) -> bool:
     temp/old sibling of a live writer exists."""
     if manifest_hash_of(target) != seen or writer_active(target):
         return True
-    return any(pid is not None and pid_alive(pid) for _, _, pid in leftovers(target))
+    mine = held_here(target)  # our own leftovers are live only while one of our threads writes
+    return any(
+        pid is not None and (mine if pid == os.getpid() else pid_alive(pid))
+        for _, _, pid in leftovers(target)
+    )
 
 
 def _snapshot(

@@ -184,3 +184,31 @@ def test_writers_delete_only_leftovers_of_dead_writers(tmp_path):
     finally:
         live.kill()
         live.wait()
+
+
+def test_threads_of_one_process_write_one_at_a_time_and_read_snapshots(tmp_path):
+    """The service's case: writer threads and reader threads in one process."""
+    import threading
+
+    path = _new_memory(tmp_path / "mem")
+    errors: list[str] = []
+
+    def writer(w: int) -> None:
+        for r in range(8):
+            try:
+                update_memory(path, lambda m, r=r: m.add(np.ones((1, DIM)) + r, [w]), wait=30)
+            except Exception as err:  # noqa: BLE001 - reported below
+                errors.append(repr(err))
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    reads = 0
+    while any(t.is_alive() for t in threads):
+        mem = read_memory(path)
+        assert len(np.unique(mem.ids)) == len(mem)
+        reads += 1
+    for t in threads:
+        t.join()
+    assert errors == [] and reads > 0
+    assert len(read_memory(path)) == 6 + 16
