@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from procvision.memory.errors import MemoryLocked, MemoryNotFound
+from procvision.memory.errors import InvalidArgument, MemoryLocked, MemoryNotFound
 
 
 def lock_path(directory: str | Path) -> Path:
@@ -108,7 +108,7 @@ def writer_lock(
     path = lock_path(target)
     held = _held(path)
     if wait is not None and wait < 0:
-        raise ValueError(f"wait: expected seconds >= 0, got {wait}")
+        raise InvalidArgument(f"--wait: expected seconds >= 0, got {wait}")
     deadline = None if wait is None else time.monotonic() + float(wait)
     if not held.rlock.acquire(blocking=wait is not None, timeout=-1 if wait is None else wait):
         raise _locked_error(target, wait)
