@@ -419,3 +419,11 @@ def test_classify_images_on_an_empty_memory(world) -> None:
     query = str(world["extra"] / "yellow" / "0.png")
     [res] = classify_images(mem, backbone, EvalTransform(16), [query], 5, "weighted", 0.07, "cpu")
     assert res["prediction"] is None and res["neighbours"] == [] and res["label"] == -1
+
+
+def test_memory_path_that_is_a_file(capsys, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    for cmd in (["info"], ["forget", "--ids", "1"], ["remove", "--ids", "1"]):
+        rc, _, err = run(capsys, *cmd, "--memory", str(tmp_path / "f"))
+        assert rc == 2 and "is a file, not a memory directory" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]

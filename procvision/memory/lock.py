@@ -66,6 +66,11 @@ def update_memory(
     target = Path(os.path.abspath(directory))
     if not target.exists() and not any(kind == "old" for _, kind, _ in leftovers(target)):
         raise MemoryNotFound(f"memory directory {target} does not exist; build or save one first")
+    if target.exists() and not target.is_dir():
+        raise MemoryNotFound(
+            f"memory {target} is a file, not a memory directory: give the directory that "
+            "`procvision memory build` wrote"
+        )
     with writer_lock(target, wait):
         prepare_write(target)
         mem = load_memory(directory, hmac_key=hmac_key, retry_seconds=0.0, **load_kwargs)

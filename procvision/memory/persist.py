@@ -568,9 +568,14 @@ def _load_array(f: BinaryIO, path: Path, dtype: str, shape: tuple[int, ...]) -> 
 def _open_dir(target: Path) -> int:
     try:
         return os.open(target, os.O_RDONLY | os.O_DIRECTORY)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         raise MemoryNotFound(
             f"memory directory {target} does not exist; build or save one first"
+        ) from None
+    except NotADirectoryError:
+        raise MemoryNotFound(
+            f"memory {target} is a file, not a memory directory: give the directory that "
+            "`procvision memory build` wrote"
         ) from None
 
 
