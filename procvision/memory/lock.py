@@ -78,11 +78,8 @@ def update_memory(
         hash_before = mem.content_hash()
         result = fn(mem)
         removed = np.setdiff1d(before, mem.ids)
-        covered = np.asarray(
-            [i for r in mem._pending_audit for i in r.get("removed_ids", [])], np.int64
-        )
         record = None
-        uncovered = np.setdiff1d(removed, covered)
+        uncovered = np.setdiff1d(removed, mem._queued_removed_ids())
         if len(uncovered):
             record = removal_record(
                 "remove", uncovered, np.zeros(0, np.int64), reason or "", len(before),

@@ -644,6 +644,11 @@ class VisualMemory:
         """Queue an audit record (e.g. of a forget); the next save appends it to the log."""
         self._pending_audit.append(json.loads(canonical_json(record)))
 
+    def _queued_removed_ids(self) -> np.ndarray:
+        """int64 ids that the queued audit records say were removed."""
+        ids = [i for r in self._pending_audit for i in r.get("removed_ids", [])]
+        return np.asarray(ids, np.int64)
+
     def _audit_saved(self) -> None:
         """The queued audit records were written by a save."""
         self._pending_audit = []
