@@ -121,8 +121,9 @@ def test_build_info_add_classify_remove_forget(world, capsys, tmp_path: Path) ->
     mem = VisualMemory.load(mem_dir)
     assert not any("/red/" in m["source"] for m in mem.metadata_of(mem.ids))
     assert "/red/" not in (mem_dir / "metadata.jsonl").read_text()
-    [record] = read_audit(mem_dir)
-    assert record["count"] == 4 and record["reason"] == "test"
+    removal, record = read_audit(mem_dir)  # `remove` is audited too
+    assert removal["action"] == "remove" and removal["removed_ids"] == [0, 1]
+    assert record["count"] == 4 and record["reason"] == "test" and record["prev"] == removal["hash"]
 
 
 def test_random_backbone_recorded_and_fingerprint_checked(world, capsys, tmp_path: Path) -> None:
@@ -186,3 +187,243 @@ def test_classify_memory_without_recipe_needs_backbone(world, capsys, tmp_path: 
         and res["prediction"] == "yellow"
         and res["neighbours"][0]["similarity"] == pytest.approx(1.0, abs=1e-5)
     )
+
+
+# ---------------------------------------------------------------- issue 11: a database you can trust
+def _small(world, capsys, path: Path, *extra: str) -> Path:
+    rc, _, err = run(capsys, "build", "--backbone", str(world["export"]), "--dataset",
+                     f"imagefolder:{world['extra']}", "--out", str(path), *extra)  # fmt: skip
+    assert rc == 0, err
+    return path
+
+
+def test_recipe_recorded_and_a_different_one_refused(world, capsys, tmp_path: Path) -> None:
+    mem_dir = _small(world, capsys, tmp_path / "mem", "--k", "3")
+    recipe = VisualMemory.load(mem_dir).recipe
+    assert recipe["transform"] == {"size": 16, "policy": "crop", "crop_ratio": 0.875,
+                                   "interpolation": "bicubic", "normalize": "imagenet"}  # fmt: skip
+    assert recipe["vote"] == {"k": 3, "method": "weighted", "T": 0.07}
+    assert recipe["backbone"]["fingerprint"] == load_backbone(world["export"]).fingerprint()
+    rc, _, err = run(capsys, "add", "--memory", str(mem_dir), "--dataset",
+                     f"imagefolder:{world['extra']}", "--image-size", "32")  # fmt: skip
+    assert rc == 2 and "transform.size: 16 -> 32" in err and "--recipe-override" in err
+    assert err.count("\n") == 1
+    query = str(world["extra"] / "yellow" / "0.png")
+    rc, out, err = run(capsys, "classify", "--memory", str(mem_dir), query, "--json")
+    assert rc == 0 and len(json.loads(out)[0]["neighbours"]) == 3  # the recipe's k
+    rc, out, err = run(capsys, "classify", "--memory", str(mem_dir), query, "--image-size", "32")
+    assert rc == 0 and "warning" in err and "override the memory's recipe" in err
+    rc, out, err = run(capsys, "add", "--memory", str(mem_dir), "--dataset",
+                       f"imagefolder:{world['extra']}", "--image-size", "32", "--recipe-override")  # fmt: skip
+    assert rc == 0 and "re-embedded every item" in out, err
+    mem = VisualMemory.load(mem_dir)
+    assert mem.recipe["transform"]["size"] == 32 and len(mem) == 8
+    assert {m["transform"] for m in mem.metadata_of(mem.ids)} == {"crop:32:0.875:bicubic:imagenet"}
+
+
+def test_recipe_override_refuses_unreadable_sources(world, capsys, tmp_path: Path) -> None:
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(world["extra"], src)
+    mem_dir = tmp_path / "mem"
+    rc, _, _ = run(capsys, "build", "--backbone", str(world["export"]), "--dataset",
+                   f"imagefolder:{src}", "--out", str(mem_dir))  # fmt: skip
+    assert rc == 0
+    (src / "yellow" / "0.png").unlink()
+    rc, _, err = run(capsys, "add", "--memory", str(mem_dir), "--dataset",
+                     f"imagefolder:{world['extra']}", "--image-size", "32", "--recipe-override")  # fmt: skip
+    assert rc == 2 and "cannot be re-embedded" in err and "yellow/0.png" in err
+
+
+def test_overwrite_only_replaces_a_memory(world, capsys, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(world["extra"], data)
+    before = sorted(str(p) for p in data.rglob("*"))
+    base = ["build", "--backbone", str(world["export"]), "--dataset", f"imagefolder:{data}"]
+    rc, _, err = run(capsys, *base, "--out", str(data), "--overwrite")
+    assert rc == 2 and "not a procvision memory" in err
+    rc, _, err = run(capsys, *base, "--out", str(data / "mem"), "--overwrite")
+    assert rc == 2 and "overlaps the dataset" in err
+    assert sorted(str(p) for p in data.rglob("*")) == before
+    (tmp_path / "file").write_text("x")
+    for out, msg in ((tmp_path / "file", "is a file"), (".", "not a procvision memory"),
+                     ("/dev/null", "device"), (tmp_path / "file" / "m", "is a file")):  # fmt: skip
+        rc, _, err = run(capsys, *base, "--out", str(out), "--overwrite")
+        assert rc == 2 and msg in err and err.count("\n") == 1, (out, err)
+    mem_dir = _small(world, capsys, tmp_path / "mem")
+    rc, _, err = run(capsys, *base, "--out", str(mem_dir))
+    assert rc == 2 and "--overwrite" in err
+    rc, _, err = run(capsys, *base, "--out", str(mem_dir), "--overwrite")
+    assert rc == 0, err
+
+
+def test_empty_memory_and_bad_values_are_one_line_errors(world, capsys, tmp_path: Path) -> None:
+    mem_dir = _small(world, capsys, tmp_path / "mem")
+    query = str(world["extra"] / "yellow" / "0.png")
+    for k in ("0", "-1"):
+        rc, _, err = run(capsys, "classify", "--memory", str(mem_dir), query, "--k", k)
+        assert rc == 2 and "--k: expected a positive" in err
+        rc = main(
+            [
+                "privacy",
+                "--memory",
+                str(mem_dir),
+                "--queries",
+                f"imagefolder:{world['extra']}",
+                "--k",
+                k,
+            ]
+        )
+        err = capsys.readouterr().err
+        assert rc == 2 and "--k: expected a positive" in err and err.count("\n") == 1
+    rc = main(["privacy", "--memory", str(mem_dir), "--queries", f"imagefolder:{world['extra']}",
+               "--csv", str(tmp_path)])  # fmt: skip
+    assert rc == 2 and "is a directory" in capsys.readouterr().err
+    rc, _, err = run(capsys, "forget", "--memory", str(mem_dir), "--ids", "0", "1", "2", "3")
+    assert rc == 0
+    rc, _, err = run(capsys, "classify", "--memory", str(mem_dir), query)
+    assert rc == 2 and "is empty" in err and "memory add" in err
+    rc = main(["privacy", "--memory", str(mem_dir), "--queries", f"imagefolder:{world['extra']}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is empty" in err
+    rc, out, _ = run(capsys, "info", "--memory", str(mem_dir))
+    assert rc == 0 and "count          0" in out and "next_id        4" in out
+    rc, out, _ = run(
+        capsys, "add", "--memory", str(mem_dir), "--dataset", f"imagefolder:{world['extra']}"
+    )
+    assert rc == 0 and "ids 4..7" in out  # the recipe survived emptying; ids are not reused
+
+
+def test_classify_corrupt_image(world, capsys, tmp_path: Path) -> None:
+    mem_dir = _small(world, capsys, tmp_path / "mem")
+    bad = str(world["fold"] / "red" / "zz_corrupt.jpg")
+    good = str(world["extra"] / "yellow" / "0.png")
+    rc, _, err = run(capsys, "classify", "--memory", str(mem_dir), bad, good)
+    assert rc == 2 and "zz_corrupt.jpg" in err and "--skip-corrupt" in err
+    rc, out, err = run(capsys, "classify", "--memory", str(mem_dir), bad, good, "--skip-corrupt")
+    assert rc == 0 and "zz_corrupt.jpg: skipped" in out and "yellow" in out
+
+
+def test_cli_writer_refused_while_locked(world, capsys, tmp_path: Path) -> None:
+    import os
+    import threading
+
+    from procvision.memory import writer_lock
+
+    mem_dir = _small(world, capsys, tmp_path / "mem")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with writer_lock(mem_dir):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(30)
+    try:
+        rc, _, err = run(capsys, "forget", "--memory", str(mem_dir), "--ids", "1")
+        assert rc == 2 and f"is being written by pid {os.getpid()} since" in err
+        assert "retry or pass --wait" in err and err.count("\n") == 1
+        rc, out, _ = run(capsys, "info", "--memory", str(mem_dir))  # readers are not blocked
+        assert rc == 0 and "count          4" in out
+    finally:
+        release.set()
+        t.join()
+
+
+def test_cli_race_add_then_forget(world, capsys, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    mem_dir = _small(world, capsys, tmp_path / "mem")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    cli = [sys.executable, "-m", "procvision.cli", "memory"]
+    add = subprocess.Popen(cli + ["add", "--memory", str(mem_dir), "--dataset", f"imagefolder:{world['extra']}",
+                                  "--wait", "120"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    time.sleep(0.3)
+    fgt = subprocess.run(cli + ["forget", "--memory", str(mem_dir), "--ids", "1", "2", "3", "--wait", "120"],
+                         env=env, capture_output=True, timeout=300)  # fmt: skip
+    out, err = add.communicate(timeout=300)
+    assert add.returncode == 0 and fgt.returncode == 0, (err, fgt.stderr)
+    mem = VisualMemory.load(mem_dir)
+    assert not {1, 2, 3} & set(mem.ids.tolist())  # the forget holds whichever ran first
+    assert {0, 4, 5, 6, 7} <= set(mem.ids.tolist()) and len(mem) == 5  # and the add is not lost
+    [record] = read_audit(mem_dir)
+    assert record["removed_ids"] == [1, 2, 3]
+
+
+def test_format_1_memory_through_the_cli(world, capsys, tmp_path: Path) -> None:
+    from tests.memory.test_integrity import _to_format_1
+
+    mem_dir = _small(world, capsys, tmp_path / "mem")
+    _to_format_1(mem_dir, [])
+    (mem_dir / "audit.jsonl").unlink()
+    query = str(world["extra"] / "yellow" / "0.png")
+    rc, out, _ = run(capsys, "classify", "--memory", str(mem_dir), query, "--k", "1")
+    assert rc == 0 and "yellow" in out  # the recipe comes from the items' records
+    rc, out, err = run(
+        capsys, "add", "--memory", str(mem_dir), "--dataset", f"imagefolder:{world['extra']}"
+    )
+    assert rc == 0, err
+    man = json.loads((mem_dir / "manifest.json").read_text())
+    assert man["format_version"] == 2 and man["recipe"]["transform"]["size"] == 16
+    assert man["recipe"]["backbone"]["spec"] == str(world["export"].absolute())
+
+
+def test_hmac_key_flag(world, capsys, tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_text("0123456789abcdef0123456789abcdef\n")
+    mem_dir = _small(world, capsys, tmp_path / "mem", "--hmac-key", str(key))
+    rc, out, _ = run(capsys, "info", "--memory", str(mem_dir), "--hmac-key", str(key))
+    assert rc == 0 and "signed         True" in out
+    rc, _, err = run(capsys, "forget", "--memory", str(mem_dir), "--ids", "0")
+    assert rc == 2 and "pass --hmac-key" in err
+    (tmp_path / "other").write_text("x" * 32)
+    rc, _, err = run(
+        capsys, "info", "--memory", str(mem_dir), "--hmac-key", str(tmp_path / "other")
+    )
+    assert rc == 2 and "HMAC does not match" in err
+    rc, _, err = run(
+        capsys, "info", "--memory", str(mem_dir), "--hmac-key", str(mem_dir / "ids.npy")
+    )
+    assert rc == 2 and "outside the memory" in err
+
+
+def test_add_with_another_backbone(world, capsys, tmp_path: Path) -> None:
+    mem_dir = _small(world, capsys, tmp_path / "mem")
+    args = ["add", "--memory", str(mem_dir), "--dataset", f"imagefolder:{world['extra']}",
+            "--backbone", RANDOM_SPEC]  # fmt: skip
+    rc, _, err = run(capsys, *args)
+    assert rc == 2 and "fingerprint" in err and "--recipe-override" in err
+    rc, out, err = run(capsys, *args, "--recipe-override")
+    assert rc == 0 and "backbone fingerprint" in out, err
+    mem = VisualMemory.load(mem_dir)
+    fp = random_backbone(seed=0, **TINY).fingerprint()
+    assert mem.fingerprint == fp and mem.recipe["backbone"]["fingerprint"] == fp and len(mem) == 8
+    query = str(world["extra"] / "yellow" / "0.png")
+    rc, out, _ = run(capsys, "classify", "--memory", str(mem_dir), query, "--k", "1")
+    assert rc == 0 and "yellow" in out
+
+
+def test_classify_images_on_an_empty_memory(world) -> None:
+    from procvision.eval.classify import classify_images
+
+    backbone = load_backbone(world["export"])
+    mem = VisualMemory(8)  # empty: nothing is searched
+    query = str(world["extra"] / "yellow" / "0.png")
+    [res] = classify_images(mem, backbone, EvalTransform(16), [query], 5, "weighted", 0.07, "cpu")
+    assert res["prediction"] is None and res["neighbours"] == [] and res["label"] == -1
+
+
+def test_memory_path_that_is_a_file(capsys, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    for cmd in (["info"], ["forget", "--ids", "1"], ["remove", "--ids", "1"]):
+        rc, _, err = run(capsys, *cmd, "--memory", str(tmp_path / "f"))
+        assert rc == 2 and "is a file, not a memory directory" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]

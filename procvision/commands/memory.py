@@ -9,7 +9,10 @@
     procvision memory info --memory mem/
 
 Every item stores its source (path, or file#row), the sha256 of its bytes, and how it was embedded
-(backbone spec, transform); the memory stores the backbone's fingerprint and refuses another one.
+(backbone spec, transform); the memory stores one recipe (backbone and fingerprint, transform,
+features, default vote) and refuses items embedded another way. Writing commands (build, add,
+remove, forget) hold the memory's writer lock for their whole read-modify-write (`--wait SECONDS`
+waits for another writer); readers (info, classify) read a consistent snapshot.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ import numpy as np
 from jsonargparse import ArgumentParser, Namespace
 from tqdm.auto import tqdm
 
-from procvision.constants import PAPER_T
+from procvision.commands._common import run_reporting
+from procvision.constants import PAPER_K, PAPER_T
 from procvision.data.datasets import (
     CorruptImageError,
     CorruptImageWarning,
@@ -36,28 +40,48 @@ from procvision.data.datasets import (
     open_dataset,
     seeded_subset,
 )
+from procvision.data.datasets.base import file_sha256
+from procvision.data.datasets.registry import parse_dataset_uri
 from procvision.eval.classify import classify_images
 from procvision.eval.embed import embed_dataset
 from procvision.eval.recipe import (
+    check_recipe,
     class_table,
     default_policy,
+    default_vote_of,
     item_metadata,
     load_backbone_spec,
+    make_transform,
     memory_backbone,
-    resolve_backbone_spec,
+    memory_recipe,
+    recipe_for,
+    resolve_spec,
     set_class_names,
+    transform_to_dict,
     transform_to_str,
 )
 from procvision.memory import (
     METHODS,
     CorruptMemory,
     FingerprintMismatch,
+    InvalidArgument,
+    RecipeMismatch,
     VisualMemory,
+    VisualMemoryError,
+    build_memory,
     forget,
     read_audit,
     read_manifest,
+    read_memory,
+    update_memory,
+    writer_lock,
 )
+from procvision.memory.persist import check_memory_target, is_memory_dir, read_key_file
+from procvision.memory.recipe import default_vote
 
+# Deprecated: the broad tuple `procvision segment` (EVAL's) still imports; memory and privacy
+# report exactly `procvision.errors.UserError` through `commands._common.run_reporting`. Remove
+# once segment.py uses run_reporting too.
 USER_ERRORS = (
     DatasetFormatError, CorruptImageError, CorruptMemory, FingerprintMismatch,
     FileNotFoundError, FileExistsError, KeyError, ValueError,
@@ -78,15 +102,20 @@ def _embedding_args(p: ArgumentParser, with_backbone_default: bool) -> None:
 
 
 def _transform_override_args(p: ArgumentParser) -> None:
-    p.add_argument(
-        "--image-size", type=int | None, default=None, help="default: as recorded in the memory"
-    )
-    p.add_argument(
-        "--resize-policy",
-        type=str | None,
-        default=None,
-        help="crop, resize, none; default: as recorded",
-    )
+    p.add_argument("--image-size", type=int | None, default=None,
+                   help="override the memory recipe's image size (warned: queries are then "
+                        "prepared unlike the memory's items)")  # fmt: skip
+    p.add_argument("--resize-policy", type=str | None, default=None,
+                   help="crop, resize, none: override the memory recipe's policy (warned)")  # fmt: skip
+
+
+def _common_args(p: ArgumentParser, writer: bool) -> None:
+    p.add_argument("--hmac-key", type=str | None, default=None,
+                   help="key file (outside the memory) to verify and, when writing, sign the "
+                        "manifest with HMAC-SHA256")  # fmt: skip
+    if writer:
+        p.add_argument("--wait", type=float | None, default=None,
+                       help="seconds to wait for another writer of the memory (default: fail at once)")  # fmt: skip
 
 
 def _dataset_args(p: ArgumentParser) -> None:
@@ -125,7 +154,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--resize-policy", type=str | None, default=None,
                    help="crop (paper: resize 256 -> crop 224), resize, none; default: resize for 28-px sets")  # fmt: skip
     p.add_argument("--engine", type=str, default="auto", help="auto, faiss, torch, ivf")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing memory at --out")
+    p.add_argument("--k", type=int, default=PAPER_K, help="the recipe's default vote: neighbours")
+    p.add_argument(
+        "--method", type=str, default="weighted", help=f"default vote: {', '.join(METHODS)}"
+    )
+    p.add_argument("--T", type=float, default=PAPER_T, help="default vote: temperature")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing memory at --out (only a procvision memory)")  # fmt: skip
+    _common_args(p, True)
     sub.add_subcommand("build", p, help="build a memory from a dataset")
 
     p = ArgumentParser(
@@ -134,11 +170,17 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--memory", type=str, required=True)
     _embedding_args(p, False)
     _dataset_args(p)
+    p.add_argument("--recipe-override", action="store_true",
+                   help="adopt the new backbone/transform: re-embed every item from its source "
+                        "(refused, listing them, if some sources are unreadable)")  # fmt: skip
+    _common_args(p, True)
     sub.add_subcommand("add", p, help="add items to a memory")
 
     p = ArgumentParser(description="Remove items by id (use `forget` for an audited removal).")
     p.add_argument("--memory", type=str, required=True)
     p.add_argument("--ids", type=int, nargs="+", required=True)
+    p.add_argument("--reason", type=str, default="", help="recorded in the audit log")
+    _common_args(p, True)
     sub.add_subcommand("remove", p, help="remove items by id")
 
     p = ArgumentParser(
@@ -153,24 +195,36 @@ def build_parser() -> ArgumentParser:
         help="shell pattern on the item source, e.g. '*/person_7/*'",
     )
     p.add_argument("--reason", type=str, default="")
+    _common_args(p, True)
     sub.add_subcommand("forget", p, help="audited, compacting removal (unlearning)")
 
     p = ArgumentParser(description="Show a memory's size, classes, fingerprint and format.")
     p.add_argument("--memory", type=str, required=True)
     p.add_argument("--json", action="store_true", help="print JSON")
+    _common_args(p, False)
     sub.add_subcommand("info", p, help="describe a memory")
 
     p = ArgumentParser(description="Classify images and show the neighbours behind each decision.")
     p.add_argument("images", type=str, nargs="+", help="image files")
     p.add_argument("--memory", type=str, required=True)
     _embedding_args(p, False)
-    p.add_argument("--k", type=int, default=20)
-    p.add_argument("--method", type=str, default="weighted", help=f"one of {', '.join(METHODS)}")
-    p.add_argument("--T", type=float, default=PAPER_T, help="temperature of the weighted vote")
+    p.add_argument("--k", type=int | None, default=None, help="default: the memory recipe's vote")
+    p.add_argument(
+        "--method",
+        type=str | None,
+        default=None,
+        help=f"one of {', '.join(METHODS)}; default: the recipe's",
+    )
+    p.add_argument(
+        "--T", type=float | None, default=None, help="temperature; default: the recipe's"
+    )
     p.add_argument(
         "--show", type=int | None, default=None, help="neighbours to print (default: all k)"
     )
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="report undecodable images and classify the others")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON")
+    _common_args(p, False)
     sub.add_subcommand("classify", p, help="classify images, explained by their neighbours")
     return parser
 
@@ -180,11 +234,50 @@ def _out(line: str = "") -> None:
     print(line, flush=True)
 
 
-def open_memory(directory: str) -> VisualMemory:
-    return VisualMemory.load(directory)
+def hmac_key_of(cfg: Namespace, memory: str) -> bytes | None:
+    """The key in `--hmac-key FILE`, refused when the file lies inside the memory directory."""
+    if not cfg.get("hmac_key"):
+        return None
+    key_path, mem_path = Path(cfg.hmac_key).absolute(), Path(memory).absolute()
+    if mem_path == key_path or mem_path in key_path.parents:
+        raise InvalidArgument(
+            f"--hmac-key {cfg.hmac_key}: the key must be kept outside the memory directory"
+        )
+    return read_key_file(cfg.hmac_key)
+
+
+def open_memory(directory: str, hmac_key: bytes | None = None) -> VisualMemory:
+    """A consistent, verified snapshot of the memory (readers change nothing on disk)."""
+    return read_memory(directory, hmac_key=hmac_key)
+
+
+def require_items(mem: VisualMemory, directory: str, what: str) -> None:
+    """An empty memory (e.g. after forgetting everything) is valid but has nothing to `what`."""
+    if len(mem) == 0:
+        raise VisualMemoryError(
+            f"memory {directory} is empty (it holds no items, e.g. after forgetting them all), so "
+            f"there is nothing to {what}: add items with `procvision memory add`"
+        )
+
+
+def check_dataset_args(cfg: Namespace) -> None:
+    """Flags of the dataset group, checked before any work."""
+    parse_dataset_uri_checked(cfg.dataset)
+    if cfg.max_items is not None and cfg.max_items < 1:
+        raise InvalidArgument(f"--max-items: expected a positive count, got {cfg.max_items}")
+    if cfg.batch_size < 1:
+        raise InvalidArgument(f"--batch-size: expected a positive count, got {cfg.batch_size}")
+
+
+def parse_dataset_uri_checked(uri: str):
+    try:
+        return parse_dataset_uri(uri)
+    except ValueError as err:
+        raise InvalidArgument(f"--dataset: {err}") from err
 
 
 def open_items(cfg: Namespace, transform: EvalTransform) -> RealDataset:
+    parse_dataset_uri_checked(cfg.dataset)
     ds = open_dataset(cfg.dataset, cfg.split, transform, cfg.skip_corrupt)
     return seeded_subset(ds, cfg.max_items, cfg.seed)
 
@@ -217,59 +310,152 @@ def _report_skipped(skipped: list[str]) -> None:
 
 
 # ---------------------------------------------------------------- subcommands
-def cmd_build(cfg: Namespace) -> int:
-    out = Path(cfg.out)
-    if out.exists() and any(out.iterdir()) and not cfg.overwrite:
-        raise FileExistsError(
-            f"{out} exists and is not empty; pass --overwrite to replace it, or use `add`"
+def _check_out(cfg: Namespace) -> Path:
+    """--out may be a new path, an empty directory, or (with --overwrite) a procvision memory;
+    never a file, a device, a directory of other things, nor the dataset being read."""
+    out = check_memory_target(cfg.out)
+    if out.exists() and is_memory_dir(out) and not cfg.overwrite:
+        raise InvalidArgument(
+            f"{cfg.out} is an existing memory; pass --overwrite to replace it, or use `add`"
         )
+    uri = parse_dataset_uri_checked(cfg.dataset)
+    if uri.path:
+        data = Path(uri.path).expanduser().absolute()
+        if out == data or out in data.parents or data in out.parents:
+            raise InvalidArgument(
+                f"--out {cfg.out} overlaps the dataset being read ({data}): choose a memory "
+                "directory outside the dataset"
+            )
+    return out
+
+
+def cmd_build(cfg: Namespace) -> int:
     if not cfg.backbone:
-        raise ValueError("--backbone is required: PATH or random:ARCH")
-    spec = resolve_backbone_spec(
-        cfg.backbone, cfg.image_size, cfg.patch_size, cfg.seed, cfg.backbone_kwargs
-    )
-    backbone = load_backbone_spec(spec, cfg.device)
-    size = cfg.image_size or int(backbone.config.get("img_size", 224))
-    transform = EvalTransform(size, cfg.resize_policy or default_policy(cfg.dataset))  # type: ignore[arg-type]
-    dataset = open_items(cfg, transform)
-    _out(f"building memory from {cfg.dataset} ({len(dataset)} items) with {spec}")
-    emb, labels, meta, skipped = embed_items(cfg, backbone, dataset, spec, transform)
-    mem = VisualMemory(emb.shape[1], engine=cfg.engine, fingerprint=backbone.fingerprint(),
-                       class_names=dataset.class_names)  # fmt: skip
-    mem.add(emb, labels, metadata=meta)
-    mem.save(out)
+        raise InvalidArgument("--backbone is required: PATH or random:ARCH")
+    out = _check_out(cfg)
+    check_dataset_args(cfg)
+    vote = default_vote(cfg.k, cfg.method, cfg.T)
+    key = hmac_key_of(cfg, cfg.out)
+    spec = resolve_spec(cfg.backbone, cfg.image_size, cfg.patch_size, cfg.seed, cfg.backbone_kwargs)
+    with writer_lock(out, cfg.wait, create=True):
+        backbone = load_backbone_spec(spec, cfg.device)
+        size = cfg.image_size or int(backbone.config.get("img_size", 224))
+        transform = make_transform(size, cfg.resize_policy or default_policy(cfg.dataset))
+        dataset = open_items(cfg, transform)
+        _out(f"building memory from {cfg.dataset} ({len(dataset)} items) with {spec}")
+        emb, labels, meta, skipped = embed_items(cfg, backbone, dataset, spec, transform)
+        mem = build_memory(emb, labels,
+                           metadata=meta, engine=cfg.engine, fingerprint=backbone.fingerprint(),
+                           class_names=dataset.class_names,
+                           recipe=recipe_for(spec, backbone, transform, vote))  # fmt: skip
+        _check_out(cfg)  # nothing appeared at --out while embedding
+        mem.save(out, shred_old=cfg.overwrite, hmac_key=key)
     _out(f"memory: {out} ({len(mem)} items, {len(dataset.class_names)} classes, dim {mem.dim})")
     _report_skipped(skipped)
     return 0
 
 
+def _override_transform(cfg: Namespace, t: EvalTransform) -> EvalTransform:
+    if cfg.image_size is None and cfg.resize_policy is None:
+        return t
+    return make_transform(cfg.image_size or t.size, cfg.resize_policy or t.policy, t)
+
+
 def cmd_add(cfg: Namespace) -> int:
-    mem = open_memory(cfg.memory)
-    backbone, spec, transform = memory_backbone(
-        mem, cfg.backbone, cfg.device, cfg.image_size, cfg.resize_policy
-    )
-    dataset = open_items(cfg, transform)
-    emb, labels, meta, skipped = embed_items(cfg, backbone, dataset, spec, transform)
-    table, remap = class_table(mem, dataset.class_names)
-    new_classes = table[len(mem.class_names or []) :]
-    if new_classes:
-        set_class_names(mem, table)
-    ids = mem.add(emb, remap[labels], metadata=meta)
-    mem.save(cfg.memory)
+    check_dataset_args(cfg)
+    key = hmac_key_of(cfg, cfg.memory)
+    report: dict[str, Any] = {}
+
+    def edit(mem: VisualMemory) -> None:
+        try:
+            backbone, spec, transform = memory_backbone(mem, cfg.backbone, cfg.device,
+                                                        check=not cfg.recipe_override)  # fmt: skip
+        except FingerprintMismatch as err:
+            raise RecipeMismatch(f"{err}; or pass --recipe-override to re-embed every item "
+                                 "with this backbone") from err  # fmt: skip
+        transform = _override_transform(cfg, transform)
+        new = recipe_for(spec, backbone, transform, default_vote_of(mem))
+        fix = ("rebuild the memory with `procvision memory build` for this recipe, or pass "
+               "--recipe-override to re-embed every item with it")  # fmt: skip
+        diff = check_recipe(mem, new, "" if cfg.recipe_override else fix)
+        if cfg.recipe_override and diff:
+            _reembed(cfg, mem, backbone, spec, transform)
+            report["recipe"] = diff
+        dataset = open_items(cfg, transform)
+        emb, labels, meta, skipped = embed_items(cfg, backbone, dataset, spec, transform)
+        table, remap = class_table(mem, dataset.class_names)
+        new_classes = table[len(mem.class_names or []) :]
+        if new_classes:
+            set_class_names(mem, table)
+        if mem.recipe is None or diff:  # memories from before recipes get one on this write
+            mem.set_recipe(new)
+        ids = mem.add(emb, remap[labels], metadata=meta) if len(meta) else np.zeros(0, np.int64)
+        report.update(ids=ids, new_classes=new_classes, skipped=skipped, n=len(mem))
+
+    update_memory(cfg.memory, edit, wait=cfg.wait, hmac_key=key)
+    ids = report["ids"]
     span = f"ids {int(ids.min())}..{int(ids.max())}" if len(ids) else "nothing"
-    _out(f"added {len(ids)} items ({span}); memory now holds {len(mem)}")
-    if new_classes:
-        _out(f"new classes: {', '.join(new_classes)}")
-    _report_skipped(skipped)
+    if report.get("recipe"):
+        _out("re-embedded every item with the new recipe: " + "; ".join(report["recipe"]))
+    _out(f"added {len(ids)} items ({span}); memory now holds {report['n']}")
+    if report["new_classes"]:
+        _out(f"new classes: {', '.join(report['new_classes'])}")
+    _report_skipped(report["skipped"])
     return 0
 
 
+class _SourceImages(RealDataset):
+    """The memory's items re-read from their file sources (for --recipe-override)."""
+
+    def __init__(self, paths: list[str], labels: np.ndarray, transform: EvalTransform) -> None:
+        super().__init__(transform)
+        self.paths, self.labels, self.class_names = paths, labels, []
+
+    def load_image(self, index: int):
+        from procvision.data.datasets import open_image
+
+        return open_image(self.paths[index])
+
+    def source(self, index: int) -> str:
+        return self.paths[index]
+
+    def content_hash(self, index: int) -> str:
+        return file_sha256(self.paths[index])
+
+
+def _reembed(cfg: Namespace, mem: VisualMemory, backbone, spec: str, transform) -> None:
+    """Replace every item's embedding by the new recipe's, keeping ids, labels and provenance;
+    refused, listing them, if a source is not a readable file with the recorded sha256."""
+    meta = mem.metadata_of(mem.ids)
+    bad = []
+    for m in meta:
+        src = m.get("source", "")
+        if not (src and Path(src).is_file() and file_sha256(src) == m.get("sha256")):
+            bad.append(src or "(no source recorded)")
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise InvalidArgument(
+            f"--recipe-override: {len(bad)} item(s) cannot be re-embedded because their source is "
+            f"not a readable file with the recorded sha256 ({shown}); forget them first or rebuild"
+        )
+    ds = _SourceImages([m["source"] for m in meta], np.asarray(mem.labels), transform)
+    emb, _ = embed_dataset(backbone, ds, cfg.batch_size, cfg.device, True, cfg.num_workers,
+                           desc="re-embed")  # fmt: skip
+    tstr = transform_to_str(transform)
+    new_meta = [{**m, "backbone": spec, "transform": tstr} for m in meta]
+    mem.replace_embeddings(emb, new_meta, backbone.fingerprint())
+
+
 def cmd_remove(cfg: Namespace) -> int:
-    mem = open_memory(cfg.memory)
-    missing = [i for i in cfg.ids if mem.rows_of(np.asarray([i]))[0] < 0]
-    n = mem.remove(cfg.ids)
-    mem.save(cfg.memory)
-    _out(f"removed {n} item(s); memory now holds {len(mem)}")
+    key = hmac_key_of(cfg, cfg.memory)
+
+    def edit(mem: VisualMemory) -> tuple[int, list[int], int]:
+        missing = [i for i in cfg.ids if mem.rows_of(np.asarray([i]))[0] < 0]
+        return mem.remove(cfg.ids), missing, len(mem)
+
+    n, missing, left = update_memory(cfg.memory, edit, wait=cfg.wait, reason=cfg.reason,
+                                     hmac_key=key)  # fmt: skip
+    _out(f"removed {n} item(s); memory now holds {left}")
     if missing:
         _out(f"not in the memory: {missing}")
     return 0
@@ -277,8 +463,10 @@ def cmd_remove(cfg: Namespace) -> int:
 
 def cmd_forget(cfg: Namespace) -> int:
     if not cfg.ids and cfg.source is None:
-        raise ValueError("forget needs --ids ID [ID ...] and/or --source PATTERN")
-    record = forget(cfg.memory, ids=cfg.ids, source_pattern=cfg.source, reason=cfg.reason)
+        raise InvalidArgument("forget needs --ids ID [ID ...] and/or --source PATTERN")
+    key = hmac_key_of(cfg, cfg.memory)
+    record = forget(cfg.memory, ids=cfg.ids, source_pattern=cfg.source, reason=cfg.reason,
+                    wait=cfg.wait, hmac_key=key)  # fmt: skip
     _out(f"forgot {record['count']} item(s): {record['n_before']} -> {record['n_after']}")
     _out(f"removed ids: {record['removed_ids']}")
     if record["not_found"]:
@@ -290,9 +478,9 @@ def cmd_forget(cfg: Namespace) -> int:
     return 0
 
 
-def memory_info(directory: str) -> dict[str, Any]:
-    manifest = read_manifest(directory)
-    mem = open_memory(directory)
+def memory_info(directory: str, hmac_key: bytes | None = None) -> dict[str, Any]:
+    mem = open_memory(directory, hmac_key)
+    manifest = read_manifest(directory, hmac_key)
     names = mem.class_names
     counts = Counter(mem.labels.tolist())
     classes = {
@@ -313,39 +501,53 @@ def memory_info(directory: str) -> dict[str, Any]:
         "classes": classes,
         "id_range": [int(mem.ids.min()), int(mem.ids.max())] if len(mem) else None,
         "content_hash": manifest["content_hash"],
+        "next_id": mem.next_id,
+        "recipe": memory_recipe(mem),
+        "signed": bool(manifest.get("hmac_sha256")),
         "backbones": backbones,
         "audit_records": len(read_audit(directory)),
     }
 
 
 def cmd_info(cfg: Namespace) -> int:
-    info = memory_info(cfg.memory)
+    info = memory_info(cfg.memory, hmac_key_of(cfg, cfg.memory))
     if cfg.json:
         _out(json.dumps(info, indent=2))
         return 0
     for key in ("path", "format", "count", "dim", "engine", "fingerprint", "num_classes", "id_range",
-                "content_hash", "audit_records"):  # fmt: skip
+                "content_hash", "next_id", "signed", "audit_records"):  # fmt: skip
         _out(f"{key:14s} {info[key]}")
+    _out("recipe         " + json.dumps(info["recipe"], sort_keys=True))
     _out("backbone       " + "; ".join(info["backbones"]))
     _out("classes        " + ", ".join(f"{k} ({v})" for k, v in info["classes"].items()))
     return 0
 
 
 def cmd_classify(cfg: Namespace) -> int:
-    mem = open_memory(cfg.memory)
-    backbone, _spec, transform = memory_backbone(
-        mem, cfg.backbone, cfg.device, cfg.image_size, cfg.resize_policy
-    )
-    results = classify_images(
-        mem, backbone, transform, cfg.images, cfg.k, cfg.method, cfg.T, cfg.device
-    )
+    mem = open_memory(cfg.memory, hmac_key_of(cfg, cfg.memory))
+    require_items(mem, cfg.memory, "classify against")
+    vote = default_vote_of(mem)
+    vote = default_vote(cfg.k if cfg.k is not None else vote["k"], cfg.method or vote["method"],
+                        cfg.T if cfg.T is not None else vote["T"])  # fmt: skip
+    backbone, _spec, recorded = memory_backbone(mem, cfg.backbone, cfg.device)
+    transform = _override_transform(cfg, recorded)
+    if transform != recorded and memory_recipe(mem) is not None:
+        print(f"procvision memory classify: warning: --image-size/--resize-policy override the "
+              f"memory's recipe ({transform_to_dict(recorded)} -> {transform_to_dict(transform)}); "
+              "queries are prepared unlike the memory's items", file=sys.stderr)  # fmt: skip
+    results = classify_images(mem, backbone, transform, cfg.images, vote["k"], vote["method"],
+                              vote["T"], cfg.device, cfg.skip_corrupt)  # fmt: skip
     if cfg.json:
         _out(json.dumps(results, indent=2))
         return 0
+    k, method = vote["k"], vote["method"]
     for res in results:
+        if "error" in res:
+            _out(f"{res['image']}: skipped: {res['error']}")
+            continue
         share = res["scores"].get(res["prediction"], 0.0)
         _out(
-            f"{res['image']}: {res['prediction']} ({100 * share:.1f}% of the {cfg.method} vote, k={cfg.k})"
+            f"{res['image']}: {res['prediction']} ({100 * share:.1f}% of the {method} vote, k={k})"
         )
         others = [
             f"{n} {100 * s:.1f}%" for n, s in res["scores"].items() if n != res["prediction"]
@@ -368,9 +570,4 @@ COMMANDS = {
 def run(cfg: Namespace) -> int:
     """Run the chosen subcommand; user errors print one line to stderr and return 2."""
     name = cfg.command
-    try:
-        return COMMANDS[name](cfg[name])
-    except USER_ERRORS as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"procvision memory {name}: error: {msg}", file=sys.stderr)
-        return 2
+    return run_reporting(f"procvision memory {name}", COMMANDS[name], cfg[name])

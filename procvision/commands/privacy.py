@@ -17,17 +17,23 @@ import warnings
 import numpy as np
 from jsonargparse import ArgumentParser, Namespace
 
-from procvision.atomic import write_csv_atomic, write_json_atomic
+from procvision.atomic import check_output_file, write_csv_atomic, write_json_atomic
+from procvision.commands._common import run_reporting
 from procvision.commands.memory import (
-    USER_ERRORS,
+    _common_args,
+    _override_transform,
     _transform_override_args,
+    hmac_key_of,
     open_memory,
+    parse_dataset_uri_checked,
+    require_items,
 )
 from procvision.constants import PAPER_T
 from procvision.data.datasets import CorruptImageWarning, open_dataset, seeded_subset
 from procvision.eval.embed import embed_dataset
-from procvision.eval.recipe import memory_backbone
-from procvision.memory import METHODS, brute_force_loo, privacy_audit
+from procvision.eval.recipe import default_vote_of, memory_backbone
+from procvision.memory import METHODS, InvalidArgument, brute_force_loo, privacy_audit
+from procvision.memory.recipe import default_vote
 
 BRUTE_FORCE_LIMIT = 5000
 
@@ -44,9 +50,12 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--split", type=str, default="test", help="split when the URI names none")
     p.add_argument("--max-queries", type=int | None, default=None, help="seeded random subset")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=int, default=20)
-    p.add_argument("--method", type=str, default="weighted", help=f"one of {', '.join(METHODS)}")
-    p.add_argument("--T", type=float, default=PAPER_T)
+    p.add_argument("--k", type=int | None, default=None, help="default: the memory recipe's vote")
+    p.add_argument("--method", type=str | None, default=None,
+                   help=f"one of {', '.join(METHODS)}; default: the recipe's")  # fmt: skip
+    p.add_argument(
+        "--T", type=float | None, default=None, help=f"default: the recipe's ({PAPER_T})"
+    )
     p.add_argument("--top", type=int, default=10, help="most influential items to print")
     p.add_argument("--brute-force-check", action="store_true",
                    help=f"also remove each item and re-classify (N <= {BRUTE_FORCE_LIMIT}); must agree exactly")  # fmt: skip
@@ -65,6 +74,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--skip-corrupt", action="store_true")
+    _common_args(p, False)
     return p
 
 
@@ -97,20 +107,27 @@ def influence_rows(audit: dict, memory) -> list[list]:
 
 
 def run(cfg: Namespace) -> int:
-    try:
-        return _run(cfg)
-    except USER_ERRORS as err:
-        print(f"procvision privacy: error: {err}", file=sys.stderr)
-        return 2
+    return run_reporting("procvision privacy", _run, cfg)
 
 
 def _run(cfg: Namespace) -> int:
-    if cfg.method not in METHODS:
-        raise ValueError(f"--method must be one of {METHODS}, got {cfg.method!r}")
-    mem = open_memory(cfg.memory)
-    backbone, _spec, transform = memory_backbone(
-        mem, cfg.backbone, cfg.device, cfg.image_size, cfg.resize_policy
-    )
+    for flag in ("csv", "json"):
+        if cfg[flag]:
+            check_output_file(cfg[flag])  # a folder, device or `.` is refused before any work
+    parse_dataset_uri_checked(cfg.queries)
+    if cfg.max_queries is not None and cfg.max_queries < 1:
+        raise InvalidArgument(f"--max-queries: expected a positive count, got {cfg.max_queries}")
+    mem = open_memory(cfg.memory, hmac_key_of(cfg, cfg.memory))
+    vote = default_vote_of(mem)
+    vote = default_vote(cfg.k if cfg.k is not None else vote["k"], cfg.method or vote["method"],
+                        cfg.T if cfg.T is not None else vote["T"])  # fmt: skip
+    cfg.k, cfg.method, cfg.T = vote["k"], vote["method"], vote["T"]
+    require_items(mem, cfg.memory, "audit")
+    backbone, _spec, recorded = memory_backbone(mem, cfg.backbone, cfg.device)
+    transform = _override_transform(cfg, recorded)
+    if transform != recorded:
+        print("procvision privacy: warning: --image-size/--resize-policy override the memory's "
+              "recipe; queries are prepared unlike the memory's items", file=sys.stderr)  # fmt: skip
     ds = open_dataset(cfg.queries, cfg.split, transform, cfg.skip_corrupt)
     ds = seeded_subset(ds, cfg.max_queries, cfg.seed)
     with warnings.catch_warnings():
@@ -160,7 +177,7 @@ def _run(cfg: Namespace) -> int:
 
 def _brute_force_check(cfg: Namespace, mem, queries: np.ndarray, audit: dict) -> int:
     if len(mem) > BRUTE_FORCE_LIMIT:
-        raise ValueError(f"--brute-force-check removes each of the {len(mem)} items in turn; "
+        raise InvalidArgument(f"--brute-force-check removes each of the {len(mem)} items in turn; "
                          f"it is meant for memories of at most {BRUTE_FORCE_LIMIT} items")  # fmt: skip
     t0 = time.perf_counter()
     brute = brute_force_loo(mem, queries, cfg.k, cfg.method, cfg.T)

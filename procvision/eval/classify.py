@@ -7,9 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from procvision.data.datasets import EvalTransform, open_image
+from procvision.data.datasets import CorruptImageError, EvalTransform, open_image
 from procvision.memory import (
     METHODS,
+    InvalidArgument,
     VisualMemory,
     map_labels,
     neighbour_weights,
@@ -27,15 +28,46 @@ def classify_images(
     method: str,
     T: float,
     device: str,
+    skip_corrupt: bool = False,
 ) -> list[dict[str, Any]]:
     """Prediction, class scores and the k neighbours (id, label, similarity, weight, source) per image.
 
     Scores and weights are shares of the query's total vote; neighbours come in rank order
     (similarity desc, id asc), so every decision can be traced to the memory items behind it.
+    An empty memory predicts nothing (prediction None, no neighbours). With `skip_corrupt`, an
+    undecodable image gets {"image", "error"} instead of raising CorruptImageError.
     """
     if method not in METHODS:
-        raise ValueError(f"--method must be one of {METHODS}, got {method!r}")
-    x = torch.stack([transform(open_image(p)) for p in paths]).to(device)
+        raise InvalidArgument(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    images: dict[int, torch.Tensor] = {}
+    errors: dict[int, str] = {}
+    for i, p in enumerate(paths):
+        try:
+            images[i] = transform(open_image(p))
+        except CorruptImageError as err:
+            if not skip_corrupt:
+                raise
+            errors[i] = str(err)
+    done = _classify(mem, backbone, [images[i] for i in sorted(images)],
+                     [paths[i] for i in sorted(images)], k, method, T, device)  # fmt: skip
+    it = iter(done)
+    return [
+        {"image": p, "error": errors[i]} if i in errors else next(it) for i, p in enumerate(paths)
+    ]
+
+
+def _classify(mem, backbone, images, paths, k, method, T, device) -> list[dict[str, Any]]:
+    if not images:
+        return []
+    if len(mem) == 0:  # an empty memory (e.g. everything forgotten) is valid and predicts nothing
+        return [{"image": p, "prediction": None, "label": -1, "scores": {}, "neighbours": []}
+                for p in paths]  # fmt: skip
+    if len({tuple(t.shape) for t in images}) > 1:
+        raise InvalidArgument(
+            "images of different sizes cannot be classified together with resize policy 'none': "
+            "use the memory's recipe (drop --resize-policy) or classify them one at a time"
+        )
+    x = torch.stack(images).to(device)
     with torch.inference_mode():
         q = torch.nn.functional.normalize(backbone(x).float(), dim=1).cpu().numpy()
     sims, ids = mem.search(q, k, fingerprint=backbone.fingerprint())

@@ -1,8 +1,10 @@
 """How a memory's embeddings were made: the backbone spec and the image transform.
 
-Both are recorded in every item's metadata ("backbone", "transform"; with "source" and "sha256"),
-so each item says how it was embedded, and `classify`, `add` and `privacy` can embed new images
-the same way. Backbone specs:
+The memory's recipe (`procvision.memory.recipe`: backbone spec and fingerprint, transform,
+features, default vote) is recorded in its manifest at build and is what `classify`, `add`,
+`privacy` and the service embed new images with. Each item's metadata also records "backbone" and
+"transform" (with "source" and "sha256"); memories written before recipes existed get their
+recipe from the newest item's record, and store it on their next write. Backbone specs:
 
     PATH                              an export dir, .safetensors, Lightning .ckpt or DINO .pth
     random:ARCH                       timm ARCH at random init (seed 0, its default size)
@@ -18,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from procvision.data.datasets import EvalTransform, RealDataset
-from procvision.memory import FingerprintMismatch, VisualMemory
+from procvision.memory import FingerprintMismatch, InvalidArgument, RecipeMismatch, VisualMemory
+from procvision.memory.recipe import make_recipe, recipe_differences, recipe_vote
 
 _SMALL_IMAGE_KINDS = ("fashion_mnist", "mnist", "medmnist")
 
@@ -98,7 +101,7 @@ def transform_from_str(text: str) -> EvalTransform:
         policy, size, ratio, interp, norm = text.split(":")
         return EvalTransform(int(size), policy, float(ratio), interp, norm)  # type: ignore[arg-type]
     except ValueError as err:
-        raise ValueError(
+        raise InvalidArgument(
             f"transform record {text!r}: expected policy:size:crop_ratio:interpolation:normalize"
         ) from err
 
@@ -120,6 +123,18 @@ def item_metadata(
     return meta
 
 
+def transform_to_dict(t: EvalTransform) -> dict[str, Any]:
+    """The recipe's "transform" record of an EvalTransform."""
+    return {"size": int(t.size), "policy": t.policy, "crop_ratio": float(t.crop_ratio),
+            "interpolation": t.interpolation, "normalize": t.normalize}  # fmt: skip
+
+
+def transform_from_dict(d: dict[str, Any]) -> EvalTransform:
+    """The EvalTransform of a recipe's "transform" record."""
+    return EvalTransform(int(d["size"]), d["policy"], float(d["crop_ratio"]), d["interpolation"],
+                         d["normalize"])  # type: ignore[arg-type]  # fmt: skip
+
+
 def recorded_recipe(memory: VisualMemory) -> dict[str, str]:
     """{"backbone", "transform"} as recorded by the most recently added item (highest id); keys
     that were not recorded are absent (an empty dict for a memory built without records)."""
@@ -127,6 +142,37 @@ def recorded_recipe(memory: VisualMemory) -> dict[str, str]:
         return {}
     meta = memory.metadata_of([int(memory.ids.max())])[0]
     return {k: meta[k] for k in ("backbone", "transform") if isinstance(meta.get(k), str)}
+
+
+def memory_recipe(memory: VisualMemory) -> dict | None:
+    """The memory's recipe: the manifest's, or for a memory written before recipes existed, one
+    made from its newest item's record (None if it records no backbone)."""
+    if memory.recipe is not None:
+        return memory.recipe
+    rec = recorded_recipe(memory)
+    if "backbone" not in rec:
+        return None
+    t = transform_from_str(rec["transform"]) if "transform" in rec else None
+    tdict = transform_to_dict(t) if t is not None else None
+    recipe = make_recipe(rec["backbone"], memory.fingerprint, tdict or _UNKNOWN_TRANSFORM)
+    if tdict is None:
+        recipe["transform"] = None
+    return recipe
+
+
+_UNKNOWN_TRANSFORM = {
+    "size": 0,
+    "policy": "",
+    "crop_ratio": 0.0,
+    "interpolation": "",
+    "normalize": "",
+}
+
+
+def recipe_for(spec: str, backbone, transform: EvalTransform, vote: dict | None = None) -> dict:
+    """The recipe of items embedded by `backbone` (from `spec`) through `transform` (CLS token
+    after the final norm, fp32: what `embed_dataset` computes)."""
+    return make_recipe(spec, backbone.fingerprint(), transform_to_dict(transform), vote=vote)
 
 
 def check_backbone(memory: VisualMemory, backbone, where: str) -> str:
@@ -146,40 +192,79 @@ def memory_backbone(
     device: str,
     image_size: int | None = None,
     resize_policy: str | None = None,
+    check: bool = True,
 ):
     """(backbone, spec, transform) to embed new images exactly as the memory's items were.
 
-    The backbone and transform recorded in the memory's metadata are used unless overridden; a
-    memory without records (built by the library directly) needs `override`.
+    The memory's recipe is used unless overridden; a memory without one (built by the library
+    directly) needs `override`. With `check`, a backbone whose fingerprint is not the memory's
+    is refused (FingerprintMismatch).
     """
-    recipe = recorded_recipe(memory)
-    spec = resolve_backbone_spec(override) if override else recipe.get("backbone")
+    recipe = memory_recipe(memory) or {}
+    recorded = (recipe.get("backbone") or {}).get("spec")
+    spec = resolve_spec(override) if override else recorded
     if spec is None:
-        raise ValueError(
+        raise InvalidArgument(
             "the memory does not record the backbone that embedded it: pass --backbone PATH "
             "(and --image-size / --resize-policy if its images were not prepared the default way)"
         )
     backbone = load_backbone_spec(spec, device)
-    check_backbone(memory, backbone, override or spec)
-    if "transform" in recipe:
-        t = transform_from_str(recipe["transform"])
+    if check:
+        check_backbone(memory, backbone, override or spec)
+    if recipe.get("transform"):
+        t = transform_from_dict(recipe["transform"])
     else:
         t = EvalTransform(int(backbone.config.get("img_size", 224)))
     if image_size is not None or resize_policy is not None:
-        t = EvalTransform(
-            image_size or t.size,
-            resize_policy or t.policy,
-            t.crop_ratio,
-            t.interpolation,
-            t.normalize,
-        )  # type: ignore[arg-type]
+        t = make_transform(image_size or t.size, resize_policy or t.policy, t)
     return backbone, spec, t
+
+
+def make_transform(size: int, policy: str, like: EvalTransform | None = None) -> EvalTransform:
+    """EvalTransform(size, policy) keeping `like`'s crop ratio, interpolation and normalisation;
+    bad values raise InvalidArgument naming the flag."""
+    if int(size) < 1:
+        raise InvalidArgument(f"--image-size: expected a positive size in pixels, got {size}")
+    if policy not in ("crop", "resize", "none"):
+        raise InvalidArgument(f"--resize-policy: expected crop, resize or none, got {policy!r}")
+    if like is None:
+        return EvalTransform(int(size), policy)  # type: ignore[arg-type]
+    return EvalTransform(int(size), policy, like.crop_ratio, like.interpolation, like.normalize)  # type: ignore[arg-type]
+
+
+def resolve_spec(text: str, *args: Any) -> str:
+    """`resolve_backbone_spec` with its errors as user errors (a bad path or spec is the user's)."""
+    try:
+        return resolve_backbone_spec(text, *args)
+    except (FileNotFoundError, ValueError) as err:
+        raise InvalidArgument(str(err)) from err
+
+
+def check_recipe(memory: VisualMemory, new: dict, fix: str) -> list[str]:
+    """Differences between the memory's recipe and `new`; RecipeMismatch (naming them and `fix`)
+    if there are any and `fix` is not empty."""
+    current = memory_recipe(memory)
+    if current is None or current.get("transform") is None:
+        return []
+    diff = recipe_differences(current, new)
+    if diff and fix:
+        raise RecipeMismatch(
+            "these items would be embedded differently from the memory's recipe ("
+            + "; ".join(diff)
+            + f"): {fix}"
+        )
+    return diff
+
+
+def default_vote_of(memory: VisualMemory) -> dict:
+    """{"k", "method", "T"}: the vote recorded in the memory's recipe, else the paper's."""
+    return recipe_vote(memory_recipe(memory))
 
 
 def class_table(memory: VisualMemory, names: list[str]) -> tuple[list[str], np.ndarray]:
     """The memory's class names extended by new `names`, and the index of each of `names` in it."""
     if memory.class_names is None and len(memory):
-        raise ValueError(
+        raise InvalidArgument(
             "the memory has no class-name table, so new items cannot be matched to its labels by "
             "class name; rebuild it with `procvision memory build`"
         )

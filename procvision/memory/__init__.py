@@ -1,12 +1,32 @@
 """The visual memory: k-NN over real-image embeddings, votes, persistence, unlearning, privacy.
 
 Knows embeddings, labels, ids and metadata; knows no backbone and no images (only the backbone's
-fingerprint string). See `store.VisualMemory` for the database, `vote` for aggregation and the k
-sweep, `persist` for the on-disk format, `unlearn` for forgetting, `privacy` for exact audits.
+fingerprint string). See `store.VisualMemory` for the database, `build.build_memory` for the one
+builder, `vote` for aggregation and the k sweep, `persist` for the verified on-disk format, `lock`
+for one writer at a time and consistent readers, `recipe` for how items are embedded, `unlearn`
+for forgetting, `privacy` for exact audits.
 """
 
-from procvision.memory.errors import CorruptMemory, FingerprintMismatch, VisualMemoryError
-from procvision.memory.persist import load_memory, read_audit, read_manifest, save_memory
+from procvision.memory.build import build_memory
+from procvision.memory.errors import (
+    CorruptMemory,
+    FingerprintMismatch,
+    InvalidArgument,
+    MemoryChanged,
+    MemoryLocked,
+    MemoryNotFound,
+    RecipeMismatch,
+    UnknownIds,
+    VisualMemoryError,
+)
+from procvision.memory.lock import (
+    lock_path,
+    manifest_hash,
+    read_memory,
+    update_memory,
+    writer_lock,
+)
+from procvision.memory.persist import read_audit, read_blob, read_manifest
 from procvision.memory.privacy import (
     LOOFlips,
     brute_force_loo,
@@ -15,7 +35,7 @@ from procvision.memory.privacy import (
     paper_variant,
     privacy_audit,
 )
-from procvision.memory.store import VisualMemory
+from procvision.memory.store import VisualMemory, load_memory, save_memory
 from procvision.memory.unlearn import forget, ids_matching, verify_unlearned
 from procvision.memory.vote import (
     METHODS,
@@ -35,6 +55,19 @@ __all__ = [
     "PAPER_KS",
     "CorruptMemory",
     "FingerprintMismatch",
+    "InvalidArgument",
+    "MemoryChanged",
+    "MemoryLocked",
+    "MemoryNotFound",
+    "RecipeMismatch",
+    "UnknownIds",
+    "build_memory",
+    "lock_path",
+    "manifest_hash",
+    "read_blob",
+    "read_memory",
+    "update_memory",
+    "writer_lock",
     "LOOFlips",
     "VisualMemory",
     "VisualMemoryError",

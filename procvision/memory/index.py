@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from procvision.memory.errors import InvalidArgument, VisualMemoryError
+
 ENGINES = ("auto", "faiss", "torch", "ivf")
 
 
@@ -317,12 +319,12 @@ def make_engine(
 ) -> FaissFlatEngine | TorchEngine | IVFEngine:
     """Build an engine by name; "auto" is faiss when importable, else torch."""
     if name not in ENGINES:
-        raise ValueError(f"engine: expected one of {ENGINES}, got {name!r}")
+        raise InvalidArgument(f"--engine: expected one of {', '.join(ENGINES)}, got {name!r}")
     if name == "auto":
         name = "faiss" if has_faiss() and device in (None, "cpu") else "torch"
     if name in ("faiss", "ivf") and not has_faiss():
-        raise ImportError(
-            f"engine={name!r} needs faiss: pip install faiss-cpu, or use engine='torch'"
+        raise VisualMemoryError(
+            f"engine={name!r} needs faiss: pip install faiss-cpu, or use --engine torch"
         )
     if name == "faiss":
         return FaissFlatEngine()

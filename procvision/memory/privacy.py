@@ -126,6 +126,9 @@ def paper_variant(
     Returns:
         {"bad_ids", "good_ids": sorted lists, "bad_count", "good_count", "n_bad_queries", "note"}.
     """
+    if num_classes == 0:  # an empty memory: no prediction, nothing influential
+        return {"bad_ids": [], "good_ids": [], "bad_count": 0, "good_count": 0, "n_bad_queries": 0,
+                "bad_query_mask": np.zeros(len(ids), bool), "note": PAPER_VARIANT_NOTE}  # fmt: skip
     w = np.exp(np.where(labels >= 0, sims, -np.inf).astype(np.float64) / T)
     p_k = vote_scores(sims[:, :k], labels[:, :k], num_classes, "weighted", T)
     pred = predict(p_k)
@@ -187,7 +190,10 @@ def privacy_audit(
     labels = map_labels(memory.labels_of(ids), classes)
     loo = exact_loo_flips(sims, ids, labels, k, len(classes), method, T)
     union = loo.union()
-    base_labels = np.where(loo.base_pred >= 0, classes[np.maximum(loo.base_pred, 0)], -1)
+    if len(classes):
+        base_labels = np.where(loo.base_pred >= 0, classes[np.maximum(loo.base_pred, 0)], -1)
+    else:  # an empty memory predicts nothing and has nothing to leak
+        base_labels = np.full(len(ids), -1, np.int64)
     out: dict = {
         "k": k,
         "method": method,

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as _dt
 import fnmatch
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -14,9 +12,12 @@ from typing import Any
 import numpy as np
 
 from procvision.constants import PAPER_T
-from procvision.memory.index import IVFEngine
-from procvision.memory.persist import AUDIT, load_memory, save_memory
-from procvision.memory.store import VisualMemory, as_int64, canonical_json
+from procvision.memory.audit import removal_record
+from procvision.memory.errors import InvalidArgument
+from procvision.memory.lock import update_memory
+from procvision.memory.persist import AUDIT
+from procvision.memory.state import canonical_json
+from procvision.memory.store import VisualMemory, as_int64
 from procvision.memory.vote import METHODS, map_labels, predict, vote_scores
 
 
@@ -46,58 +47,55 @@ def forget(
     audit_log: str | Path | None = None,
     reason: str = "",
     expect_fingerprint: str | None = None,
+    wait: float | None = None,
+    hmac_key: bytes | None = None,
 ) -> dict:
     """Remove items by id and/or by metadata source pattern, and record what was done.
 
-    For a memory directory: load (verified), remove, and rewrite every file through an atomic swap
-    whose old copy is overwritten with zeros before deletion, so no embedding row, id or metadata of
-    a removed item remains in the directory's files. The audit record is appended to the
-    directory's audit.jsonl in the same swap (or to `audit_log` if given). For an in-memory
-    VisualMemory the record goes to `audit_log` only if given.
+    For a memory directory: under its writer lock (`wait` seconds at most for another writer),
+    load (verified), remove, and rewrite every file through an atomic swap whose old copy is
+    overwritten with zeros before deletion, so no embedding row, id or metadata of a removed item
+    remains in the directory's files. The audit record is appended to the directory's
+    hash-chained audit.jsonl in the same swap (and also to `audit_log` if given). For an
+    in-memory VisualMemory the record is queued on it (its next save writes it to the log) and
+    appended to `audit_log` if given.
 
     An IVF quantiser trained on the memory's own rows is dropped (retrained on the next search), as
-    its centroids may encode removed items.
+    its centroids may encode removed items. Removed ids are retired: the memory never reuses them.
 
-    The record (JSON-able): action, time_utc, reason, removed_ids, count, not_found (requested ids
-    absent), source_pattern_sha256 (the pattern itself may identify a person, so it is hashed),
-    n_before, n_after, content_hash_before, content_hash_after, fingerprint.
+    Returns the record (see `removal_record`; action "forget").
     """
     if ids is None and source_pattern is None:
-        raise ValueError("forget: give ids, a source_pattern, or both")
-    on_disk = not isinstance(target, VisualMemory)
-    mem = load_memory(target, expect_fingerprint) if on_disk else target
-    if not on_disk:
-        mem.check_fingerprint(expect_fingerprint)
+        raise InvalidArgument(
+            "forget: give ids (--ids ID ...), a source pattern (--source), or both"
+        )
+    if not isinstance(target, VisualMemory):
+        record = update_memory(
+            target,
+            lambda m: forget(m, ids, source_pattern, None, reason, expect_fingerprint),
+            wait=wait,
+            hmac_key=hmac_key,
+            expect_fingerprint=expect_fingerprint,
+        )
+        if audit_log is not None and Path(audit_log).resolve() != (Path(target) / AUDIT).resolve():
+            _append_line(Path(audit_log), record)
+        return record
+    mem = target
+    mem.check_fingerprint(expect_fingerprint)
     want = np.zeros(0, np.int64) if ids is None else np.unique(as_int64(ids, "ids"))
     if source_pattern is not None:
         want = np.union1d(want, ids_matching(mem, source_pattern))
     present = want[mem.rows_of(want) >= 0]
-    record = {
-        "action": "forget",
-        "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "reason": reason,
-        "removed_ids": present.tolist(),
-        "count": int(len(present)),
-        "not_found": np.setdiff1d(want, present).tolist(),
-        "source_pattern_sha256": None
-        if source_pattern is None
-        else hashlib.sha256(source_pattern.encode()).hexdigest(),
-        "n_before": len(mem),
-        "content_hash_before": mem.content_hash(),
-        "fingerprint": mem.fingerprint,
-    }
+    n_before, hash_before = len(mem), mem.content_hash()
     mem.remove(present)
-    engine = mem._engine
-    if isinstance(engine, IVFEngine) and engine.quantizer_source == "memory" and len(present):
-        engine.invalidate()
-    record["n_after"] = len(mem)
-    record["content_hash_after"] = mem.content_hash()
-    if on_disk:
-        own_log = audit_log is None or Path(audit_log).resolve() == (Path(target) / AUDIT).resolve()
-        save_memory(mem, target, shred_old=True, audit_record=record if own_log else None)
-        if not own_log:
-            _append_line(Path(audit_log), record)
-    elif audit_log is not None:
+    if len(present):
+        mem._drop_memory_quantizer()
+    record = removal_record(
+        "forget", present, np.setdiff1d(want, present), reason, n_before, hash_before, mem,
+        source_pattern,
+    )  # fmt: skip
+    mem._queue_audit(record)
+    if audit_log is not None:
         _append_line(Path(audit_log), record)
     return record
 

@@ -8,15 +8,21 @@ import os
 import numpy as np
 import pytest
 
-from procvision.memory import CorruptMemory, FingerprintMismatch, VisualMemory, persist
+from procvision.memory import (
+    CorruptMemory,
+    FingerprintMismatch,
+    VisualMemory,
+    build_memory,
+    persist,
+)
 
 from .conftest import make_memory
 
 
 def _saved(tmp_path, n=30, seed=0):
-    mem, x, y = make_memory(n, 6, seed=seed)
-    mem._fingerprint = "fp-1"
-    mem._meta = [{"source": f"/data/img{i}.png"} for i in range(n)]
+    _, x, y = make_memory(n, 6, seed=seed)
+    meta = [{"source": f"/data/img{i}.png"} for i in range(n)]
+    mem = build_memory(x, y, metadata=meta, engine="faiss", fingerprint="fp-1")
     path = mem.save(tmp_path / "mem")
     return mem, path
 
@@ -32,7 +38,7 @@ def test_round_trip(tmp_path):
     ]
     man = json.loads((path / "manifest.json").read_text())
     assert man["count"] == 30 and man["dim"] == 6 and man["fingerprint"] == "fp-1"
-    assert man["format_version"] == 1 and set(man["files"]) == {
+    assert man["format_version"] == 2 and set(man["files"]) == {
         "embeddings.npy",
         "ids.npy",
         "labels.npy",
@@ -90,11 +96,15 @@ def test_crash_between_renames_is_recovered(tmp_path, monkeypatch):
         mem.save(path)
     monkeypatch.setattr(persist.os, "rename", real_rename)
     assert not path.exists()
-    with pytest.warns(UserWarning, match="restored the previous memory"):
+    listing = sorted(p.name for p in tmp_path.iterdir())
+    # a reader reads the previous memory where it lies and changes nothing on disk
+    with pytest.warns(UserWarning, match="interrupted save left the previous memory"):
         assert VisualMemory.load(path).content_hash() == before
-    mem.save(path)  # the next save cleans the leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+    with pytest.warns(UserWarning, match="restored the previous memory"):
+        mem.save(path)  # the next writer puts it back, then saves over it
     assert VisualMemory.load(path).content_hash() == mem.content_hash()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mem"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mem.lock", "mem"]
 
 
 @pytest.mark.parametrize("name", ["embeddings.npy", "ids.npy", "labels.npy", "metadata.jsonl"])
@@ -126,6 +136,7 @@ def test_missing_or_broken_manifest(tmp_path):
         VisualMemory.load(path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         VisualMemory.load(tmp_path / "nowhere")
+    assert not (tmp_path / ".nowhere.lock").exists()  # readers create nothing
 
 
 def test_consistent_tamper_is_caught_by_content_hash(tmp_path):
@@ -137,6 +148,8 @@ def test_consistent_tamper_is_caught_by_content_hash(tmp_path):
     man = json.loads((path / "manifest.json").read_text())
     digest, size = persist._file_sha256(path / "labels.npy")
     man["files"]["labels.npy"] = {"sha256": digest, "bytes": size}
+    body = {k: v for k, v in man.items() if k != "manifest_sha256"}
+    man["manifest_sha256"] = persist.manifest_checksum(body)
     (path / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(CorruptMemory, match="content hash"):
         VisualMemory.load(path)
@@ -149,8 +162,9 @@ def test_fingerprint_checked_on_load(tmp_path):
 
 
 def test_ivf_round_trip(tmp_path):
-    mem, x, y = make_memory(300, 8, seed=2, engine="ivf")
-    mem._engine.nlist = 6
+    _, x, y = make_memory(300, 8, seed=2)
+    mem = VisualMemory(8, engine="ivf", ivf_nlist=6)
+    mem.add(x, y)
     q = np.random.default_rng(3).normal(size=(8, 8))
     res = mem.search(q, 5)  # trains the index
     path = mem.save(tmp_path / "ivf")

@@ -151,3 +151,17 @@ def test_audit_refuses_approximate_engine():
     mem.add(np.eye(2), [0, 1])
     with pytest.raises(ValueError, match="exact search"):
         privacy_audit(mem, np.eye(2), k=1)
+
+
+def test_empty_memory_has_a_clear_answer():
+    """A new memory, and one whose items were all forgotten: nothing predicted, nothing leaks."""
+    fresh = VisualMemory(4, engine="torch")
+    emptied = VisualMemory(4, engine="torch")
+    emptied.add(np.eye(4), [0, 1, 2, 3])
+    emptied.remove([0, 1, 2, 3])
+    for mem in (fresh, emptied):
+        audit = privacy_audit(mem, np.ones((3, 4)), [0, 1, 2], 5)
+        assert audit["n_memory"] == 0 and audit["non_private_count"] == 0
+        assert audit["predictions"] == [-1, -1, -1] and audit["accuracy_top1"] == 0.0
+        assert audit["paper_variant"]["bad_count"] == 0
+        assert mem.labels_of([[-1, -1]]).tolist() == [[-1, -1]]
