@@ -45,6 +45,10 @@ class ProcvisionCLI(LightningCLI):
     export callbacks for fit."""
 
     _building: str | None = None
+    eval_only = False  # run=False with an evaluation config: the evaluator's arguments
+
+    def _is_eval(self) -> bool:
+        return self._building in EVAL_SUBCOMMANDS or (self._building is None and self.eval_only)
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
         self._building = subcommand
@@ -57,7 +61,7 @@ class ProcvisionCLI(LightningCLI):
             self._building = None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        if self._building in EVAL_SUBCOMMANDS:
+        if self._is_eval():
             return
         parser.link_arguments("data.n_local_crops", "model.n_local_crops", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -80,7 +84,7 @@ class ProcvisionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-        if self.subcommand in EVAL_SUBCOMMANDS:
+        if self.subcommand in EVAL_SUBCOMMANDS or (self.subcommand is None and self.eval_only):
             ckpt = config.get("ckpt_path")
             model = config.model
             if ckpt:
@@ -111,16 +115,21 @@ class ProcvisionCLI(LightningCLI):
         self._print_summaries()
 
 
-def run_lightning_cli(argv: list[str] | None = None, **kwargs) -> ProcvisionCLI:
+def run_lightning_cli(
+    argv: list[str] | None = None, evaluate: bool = False, **kwargs
+) -> ProcvisionCLI:
     """Run `fit|validate|test|predict` with `argv` (the part after `procvision`).
 
-    A `UserError` is printed as one line (`procvision <command>: error: ...`) and exits with 2.
+    With `run=False` (no subcommand) the parser is fit's, or with `evaluate=True` the evaluator's
+    (for building an evaluation config's objects without running). A `UserError` is printed as one
+    line (`procvision <command>: error: ...`) and exits with 2.
     """
     # `procvision.cli.main` passes sys.argv[1:] explicitly, which LightningCLI warns about.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
+    cls = type("ProcvisionEvalCLI", (ProcvisionCLI,), {"eval_only": True}) if evaluate else ProcvisionCLI
     try:
-        return ProcvisionCLI(
-            DINOModule,
+        return cls(
+            BackboneEvaluator if evaluate else DINOModule,
             pl.LightningDataModule,
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
