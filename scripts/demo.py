@@ -162,11 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="auto", help="embedding precision (as validate's)")
     ap.add_argument("--preview-n", type=int, default=36, help="images per preview grid")
     ap.add_argument("--preview-size", type=int, default=96, help="preview image side")
+    ap.add_argument("--no-previews", action="store_true", help="skip step 1")
     args, fit_overrides = ap.parse_known_args(argv)  # the rest goes to `procvision fit`
     args.out.mkdir(parents=True, exist_ok=True)
 
     print("[1/3] previews of every procedural family")
-    previews(args.out, args.preview_n, args.preview_size)
+    if args.no_previews:
+        print("  (skipped: --no-previews)")
+    else:
+        previews(args.out, args.preview_n, args.preview_size)
     print(f"[2/3] DINO on procedural data: {args.config}")
     if args.skip_train:
         export = latest_export(args.out / "train")

@@ -52,7 +52,9 @@ def test_embed_batch_feature_kinds_and_bf16() -> None:
         torch.testing.assert_close(cls, torch.nn.functional.normalize(tokens[:, 0], dim=1))
         pre = embed_batch(model, x, "cls_prenorm")
         # the final norm applied to the pre-norm CLS is the CLS token
-        raw_pre = model.model.blocks(model.model.norm_pre(model.model._pos_embed(model.model.patch_embed(x))))
+        raw_pre = model.model.blocks(
+            model.model.norm_pre(model.model._pos_embed(model.model.patch_embed(x)))
+        )
         torch.testing.assert_close(model.model.norm(raw_pre)[:, 0], tokens[:, 0])
         torch.testing.assert_close(pre, torch.nn.functional.normalize(raw_pre[:, 0], dim=1))
         patches = embed_batch(model, x, "patches")
