@@ -17,7 +17,7 @@ from procvision.constants import PAPER_T
 from procvision.memory.index import IVFEngine
 from procvision.memory.persist import AUDIT, load_memory, save_memory
 from procvision.memory.store import VisualMemory, as_int64, canonical_json
-from procvision.memory.vote import METHODS, knn_predict, map_labels, predict, vote_scores
+from procvision.memory.vote import METHODS, map_labels, predict, vote_scores
 
 
 def ids_matching(memory: VisualMemory, source_pattern: str, key: str = "source") -> np.ndarray:
@@ -198,6 +198,8 @@ def unlearning_check(
         {"metrics": {"ok" (1/0), "removed", "accuracy_before", "accuracy_after" (top-1 %),
         "predictions_changed"}, "check": the `verify_unlearned` record}.
     """
+    from procvision.memory.vote import knn_predict
+
     emb = np.asarray(embeddings, np.float32)
     lab = np.asarray(labels, np.int64)
     forgotten = np.unique(as_int64(forgotten, "forgotten"))
