@@ -148,3 +148,20 @@ def test_ddp_validate_gathers_every_shard(trained: dict, tmp_path: Path) -> None
     assert two["memory"]["size"] == 25 and two["queries"]["size"] == 12
     for key, value in single["results"].items():
         assert two["results"][key] == pytest.approx(value), key
+
+
+def test_fit_overlay_takes_evalsets(tmp_path: Path) -> None:
+    """configs/experiments/proxy_knn.yaml: the fit-time callback's sets are EvalSets from YAML."""
+    from procvision.data.datasets.datamodule import EvalSet
+
+    cli = run_lightning_cli(
+        ["--config", str(ROOT / "configs/demo.yaml"),
+         "--config", str(ROOT / "configs/experiments/proxy_knn.yaml"),
+         "--trainer.default_root_dir", str(tmp_path)],
+        run=False,
+    )  # fmt: skip
+    [knn] = [c for c in cli.trainer.callbacks if isinstance(c, KNNCallback)]
+    assert isinstance(knn.memory, EvalSet) and knn.memory.max_items == 5000
+    assert knn.memory.split == "train" and knn.queries.split == "test"
+    assert (knn.queries.max_items, knn.queries.subset_seed, knn.ks) == (2000, 1, [20])
+    assert isinstance(cli.model, DINOModule)  # fit keeps DINOModule
