@@ -126,7 +126,11 @@ def run_lightning_cli(
     """
     # `procvision.cli.main` passes sys.argv[1:] explicitly, which LightningCLI warns about.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
-    cls = type("ProcvisionEvalCLI", (ProcvisionCLI,), {"eval_only": True}) if evaluate else ProcvisionCLI
+    cls = (
+        type("ProcvisionEvalCLI", (ProcvisionCLI,), {"eval_only": True})
+        if evaluate
+        else ProcvisionCLI
+    )
     try:
         return cls(
             BackboneEvaluator if evaluate else DINOModule,

@@ -103,6 +103,9 @@ class _MemoryEvalCallback(pl.Callback):
         qry_set, qry = cache.embed(model, self.queries, desc="eval queries", **kw)
         return mem, qry, (mem_set, qry_set), precision
 
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        shared_cache(trainer).clear()  # last epoch's embeddings are stale: free them while training
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._due(trainer):
             return
