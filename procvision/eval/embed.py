@@ -1,12 +1,21 @@
 """Embed a dataset with a backbone: batched, under `torch.inference_mode`, L2-normalised float32.
 
-Memory stays bounded: only the [N, D] result and one batch are held at a time.
+Memory stays bounded: only the [N, D] result and one batch are held at a time. Every evaluation
+embeds through `embed_batch`: the feature kind ("cls": CLS after the final norm, the paper's k-NN
+feature; "cls_prenorm": CLS before it; "patches": patch tokens [B, h, w, D]) under a precision
+("fp32", or "bf16": bfloat16 autocast with the features cast back to float32 and L2-normalised in
+float32). `resolve_precision("auto", device)` is the default of the evaluator and the demo: bf16 on
+CUDA; on CPUs, bf16 where it is measured faster (native bf16 dot products: avx512_bf16 or
+amx_bf16), fp32 elsewhere (see docs_eval.md / BENCHMARKS.md for the measurement).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -18,6 +27,89 @@ from tqdm.auto import tqdm
 from procvision.data.datasets.base import collate_skip
 
 Embedder = nn.Module | Callable[[torch.Tensor], torch.Tensor]
+FeatureKind = Literal["cls", "cls_prenorm", "patches"]
+Precision = Literal["fp32", "bf16"]
+FEATURE_KINDS = ("cls", "cls_prenorm", "patches")
+PRECISIONS = ("fp32", "bf16")
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has native bf16 dot products (avx512_bf16 or amx_bf16 in /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> Precision:
+    """ "auto" -> "bf16" on CUDA and on CPUs with native bf16, else "fp32"; "fp32"/"bf16" as given."""
+    if precision in PRECISIONS:
+        return precision  # type: ignore[return-value]
+    if precision != "auto":
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return "bf16"
+    return "bf16" if kind == "cpu" and cpu_has_fast_bf16() else "fp32"
+
+
+def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _vit_tokens_prenorm(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Tokens of a timm ViT's last block before the final norm."""
+    x = model.patch_embed(x)
+    x = model._pos_embed(x)
+    x = model.patch_drop(x)
+    x = model.norm_pre(x)
+    return model.blocks(x)
+
+
+def raw_features(model: Embedder, x: torch.Tensor, feature: FeatureKind = "cls") -> torch.Tensor:
+    """Un-normalised features of images [B, 3, H, W]: [B, D] ("cls", "cls_prenorm") or
+    [B, h, w, D] ("patches"). A plain callable (not a `Backbone`) only gives "cls": its output."""
+    if feature not in FEATURE_KINDS:
+        raise ValueError(f"feature must be one of {FEATURE_KINDS}, got {feature!r}")
+    if feature == "cls":
+        out = model(x)
+        return out["cls"] if isinstance(out, dict) else out
+    if not hasattr(model, "forward_features"):
+        raise TypeError(f"feature {feature!r} needs a Backbone, got {type(model).__name__}")
+    if feature == "patches":
+        return model.forward_features(x)["patches"]
+    if not getattr(model, "is_vit", False):
+        raise TypeError(f"feature 'cls_prenorm' needs a ViT backbone, got {model.arch}")
+    return _vit_tokens_prenorm(model.model, x)[:, 0]
+
+
+def embed_batch(
+    model: Embedder,
+    x: torch.Tensor,
+    feature: FeatureKind = "cls",
+    precision: Precision = "fp32",
+) -> torch.Tensor:
+    """Features of a batch, float32 and L2-normalised along the last axis (in float32).
+
+    Args:
+        model: a `Backbone` (any feature kind) or a callable images -> [B, D] ("cls" only).
+        x: images [B, 3, H, W], already on the model's device.
+        feature: "cls", "cls_prenorm" or "patches".
+        precision: "fp32", or "bf16" (autocast; the output is cast to float32 before normalising).
+    Returns:
+        [B, D] (or [B, h, w, D] for "patches"), float32, unit L2 norm over D.
+    """
+    with _autocast(x.device, precision):
+        feats = raw_features(model, x, feature)
+    feats = feats.float()
+    if feature != "patches":
+        feats = feats.flatten(1)
+    return F.normalize(feats, dim=-1)
 
 
 @dataclass
@@ -56,6 +148,8 @@ def embed_dataset(
     num_workers: int = 0,
     return_indices: bool = False,
     desc: str = "embed",
+    feature: FeatureKind = "cls",
+    precision: Precision = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor] | Embedded:
     """Embed every item of `dataset` (items `(image, label[, index])` or `None` for skipped).
 
@@ -69,8 +163,10 @@ def embed_dataset(
         num_workers: DataLoader workers.
         return_indices: return an `Embedded` (with dataset indices and skipped items) instead of a pair.
         desc: progress bar label.
+        feature, precision: see `embed_batch`.
     Returns:
-        (embeddings float32 [N, D] with unit rows, labels int64 [N]) or an `Embedded`.
+        (embeddings float32 [N, D] with unit rows, labels int64 [N]) or an `Embedded`
+        ([N, h, w, D] for feature "patches").
     """
     device = torch.device(device)
     loader = DataLoader(
@@ -97,12 +193,10 @@ def embed_dataset(
                 x, y, idx = _unpack(batch)
                 if idx is None:
                     idx = torch.arange(seen, seen + len(x))
-                feats = model(x.to(device, non_blocking=True))
-                if isinstance(feats, dict):
-                    feats = feats["cls"]
-                feats = F.normalize(feats.float().flatten(1), dim=1).cpu()
+                feats = embed_batch(model, x.to(device, non_blocking=True), feature, precision)
+                feats = feats.cpu()
                 if out is None:
-                    out = torch.empty(n, feats.shape[1], dtype=torch.float32)
+                    out = torch.empty(n, *feats.shape[1:], dtype=torch.float32)
                 out[filled : filled + len(feats)] = feats
                 labels[filled : filled + len(feats)] = y.to(torch.int64)
                 indices[filled : filled + len(feats)] = idx.to(torch.int64)

@@ -73,15 +73,27 @@ def knn_evaluate(
         T: temperature of "weighted".
         engine: VisualMemory engine ("auto", "faiss", "torch").
     """
+    memory = build_memory(memory_emb, memory_labels, engine)
+    return knn_results(memory, query_emb, query_labels, ks, methods, T)
+
+
+def knn_results(
+    memory: VisualMemory,
+    query_emb: Any,
+    query_labels: Any,
+    ks: Sequence[int] = DEFAULT_KS,
+    methods: Sequence[str] = ("weighted",),
+    T: float = DEFAULT_T,
+) -> dict[str, float]:
+    """`knn_evaluate` on a memory already built (what `KNNCallback` and the demo table share)."""
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"methods: {m!r} is not one of {METHODS}")
-    memory = build_memory(memory_emb, memory_labels, engine)
     sweep = knn_sweep(
         memory,
         _np(query_emb, np.float32),
         _np(query_labels, np.int64),
-        tuple(ks),
+        tuple(int(k) for k in ks),
         tuple(methods),
         T,
     )

@@ -9,6 +9,9 @@ recipe from the newest item's record, and store it on their next write. Backbone
     PATH                              an export dir, .safetensors, Lightning .ckpt or DINO .pth
     random:ARCH                       timm ARCH at random init (seed 0, its default size)
     random:{"arch": ..., "img_size": 32, "patch_size": 4, "seed": 0, "depth": 4, ...}
+    random:PATH                       the architecture of the model at PATH (an export's
+                                      config.json, a checkpoint's teacher) at random init (seed 0):
+                                      the demo table's "random init" row of that model
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def resolve_backbone_spec(
                 raise ValueError(
                     f"backbone spec {spec!r}: invalid JSON after 'random:' ({err})"
                 ) from err
+        elif _looks_like_path(body):
+            cfg = architecture_of(body)
         else:
             cfg = {"arch": body}
         cfg = {**cfg, **(kwargs or {})}
@@ -81,14 +86,55 @@ def resolve_backbone_spec(
     return str(path.absolute())
 
 
-def load_backbone_spec(spec: str, device: str = "cpu"):
-    """Build the backbone of a canonical spec (see `resolve_backbone_spec`), in eval mode."""
+def _looks_like_path(body: str) -> bool:
+    return "/" in body or body.startswith(".") or body.startswith("~") or Path(body).exists()
+
+
+def architecture_of(path: str) -> dict[str, Any]:
+    """The rebuild config (`Backbone(**config)`) of the model at `path`: an export's config.json
+    (no weights read), else the loaded backbone's config; drop-path is dropped (0 at evaluation)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(
+            f"backbone spec random:{path}: no such file or directory; expected random:ARCH, "
+            "random:{json} or random:PATH of an export directory or checkpoint"
+        )
+    card = p / "config.json" if p.is_dir() else None
+    if card is not None and card.is_file():
+        config = dict(json.loads(card.read_text())["backbone"])
+    else:
+        from procvision.models import load_backbone
+
+        config = dict(load_backbone(p).config)
+    config.pop("drop_path_rate", None)
+    return config
+
+
+def load_backbone_spec(
+    spec: str, device: str = "cpu", arch: str | None = None, checkpoint_key: str = "teacher"
+):
+    """Build the backbone of a canonical spec (see `resolve_backbone_spec`), in eval mode.
+
+    `arch` and `checkpoint_key` apply to original DINO checkpoints (see `load_backbone`); a
+    state dict that does not fit `arch` raises a ValueError naming both and the fix.
+    """
     from procvision.models import load_backbone, random_backbone
 
     if spec.startswith("random:"):
         cfg = json.loads(spec[len("random:") :])
         return random_backbone(**cfg).to(device).eval()
-    return load_backbone(spec, map_location=device).eval()
+    try:
+        return load_backbone(
+            spec, map_location=device, arch=arch, checkpoint_key=checkpoint_key
+        ).eval()
+    except RuntimeError as err:  # load_state_dict: the weights do not fit the architecture
+        if arch is None:
+            raise
+        raise ValueError(
+            f"the weights in {spec} do not fit arch {arch!r} ({str(err).splitlines()[0]}); "
+            "drop --model.arch to infer the architecture from the checkpoint's shapes, or give "
+            "the arch it was trained with"
+        ) from err
 
 
 def transform_to_str(t: EvalTransform) -> str:

@@ -72,12 +72,18 @@ def fashion_mnist_knn_report(
     T: float = PAPER_T,
     progress: bool = True,
     memory_dir: str | Path | None = None,
+    precision: str = "auto",
 ) -> dict:
     """The demo table: Fashion-MNIST k-NN (memory = train, queries = test; full 60k/10k by default)
     of the given backbone, the same architecture at random init (seed `seed`) and raw pixels.
 
-    Images are resized (bicubic) straight to the backbone's `img_size` (or `image_size`) and
-    ImageNet-normalised; the weighted vote exp(cos/T) with T = 0.07 at the given k.
+    The evaluation of `procvision validate --config configs/eval/knn_fashion_mnist.yaml`, so the
+    numbers agree: the same sets (`KNNDataModule`'s: images resized (bicubic) straight to the
+    backbone's `img_size` (or `image_size`), ImageNet-normalised; memory subset seed `seed`,
+    queries `seed + 1`), the same features (`embed_batch`, CLS after the final norm, `precision`
+    resolved by `resolve_precision` as the evaluator does), the same random init
+    (`random:PATH`, seed `seed`) and the same k-NN (`knn_evaluate`: weighted vote exp(cos/T),
+    T = 0.07, at the given k).
 
     With `memory_dir`, the model's memory (embeddings, labels, class names, per-item source,
     sha256 and recipe, backbone fingerprint) is saved there for `procvision memory classify`.
@@ -86,20 +92,27 @@ def fashion_mnist_knn_report(
         {"results": {"model": {...}, "random init": {...}, "raw pixels": {...}},
          "seconds": {...}, "config": {...}}; print `knn_table(report["results"])`.
     """
-    from procvision.data.datasets import EvalTransform, FashionMNIST, seeded_subset
-    from procvision.eval.embed import embed_dataset, pixel_embeddings
+    from procvision.data.datasets.datamodule import knn_sets
+    from procvision.eval.embed import embed_dataset, pixel_embeddings, resolve_precision
     from procvision.eval.knn import knn_evaluate
-    from procvision.models import load_backbone, random_backbone
+    from procvision.eval.recipe import load_backbone_spec, random_spec, resolve_backbone_spec
 
+    spec = None
     if isinstance(backbone_or_path, (str, Path)):
-        backbone = load_backbone(backbone_or_path, map_location=device)
+        spec = resolve_backbone_spec(str(backbone_or_path))
+        backbone = load_backbone_spec(spec, device)
     else:
         backbone = backbone_or_path.to(device)
     config = dict(getattr(backbone, "config", {}))
     size = int(image_size or config.get("img_size", 224))
-    transform = EvalTransform(size, "resize")
-    memory = seeded_subset(FashionMNIST(root, "train", transform), max_memory, seed)
-    queries = seeded_subset(FashionMNIST(root, "test", transform), max_queries, seed + 1)
+    where = f"fashion_mnist:{root}" if root else "fashion_mnist"
+    mem_set, qry_set = knn_sets(
+        f"{where}:train", f"{where}:test", size, "resize", max_memory=max_memory,
+        max_queries=max_queries, subset_seed=seed, batch_size=batch_size,
+    )  # fmt: skip
+    memory, queries = mem_set.open(size), qry_set.open(size)
+    transform = mem_set.transform(size)
+    used = resolve_precision(precision, device)
 
     seconds: dict[str, float] = {}
     results: dict[str, dict] = {}
@@ -114,25 +127,30 @@ def fashion_mnist_knn_report(
         return m_emb, m_lab
 
     def with_model(model):
-        return lambda ds, what: embed_dataset(model, ds, batch_size, device, progress, desc=what)
+        return lambda ds, what: embed_dataset(
+            model, ds, batch_size, device, progress, desc=what, precision=used
+        )
 
     m_emb, m_lab = run("model", with_model(backbone))
     if memory_dir is not None:
-        spec = (
-            str(Path(backbone_or_path).absolute())
-            if isinstance(backbone_or_path, (str, Path))
-            else None
-        )
         save_memory_of(memory_dir, memory, m_emb, m_lab, backbone.fingerprint(), spec, transform)
+    random_init = None
     if config:
-        run("random init", with_model(random_backbone(seed=seed, **config).to(device)))
+        if spec is not None and not spec.startswith("random:"):
+            random_init = resolve_backbone_spec(f"random:{spec}", seed=seed)
+        else:
+            arch = {k: v for k, v in config.items() if k != "drop_path_rate"}
+            random_init = random_spec(**{**arch, "seed": seed})
+        run("random init", with_model(load_backbone_spec(random_init, device)))
     run("raw pixels", lambda ds, what: pixel_embeddings(ds, progress=progress))
     return {
         "results": results,
         "seconds": seconds,
         "config": {
             "k": k, "T": T, "memory": len(memory), "queries": len(queries),
-            "image_size": size, "backbone": config,
+            "image_size": size, "backbone": config, "backbone_spec": spec,
+            "random_init_spec": random_init, "precision": used,
+            "sets": [mem_set.describe(), qry_set.describe()],
         },
     }  # fmt: skip
 

@@ -336,3 +336,22 @@ def brute_force_loo(
         "n_candidates": int(len(np.unique(cands))),
         "base_pred": base,
     }
+
+
+def privacy_metrics(audit: dict) -> dict[str, float]:
+    """The loggable numbers of a `privacy_audit` result (fractions in percent of the memory).
+
+    Returns {"non_private_fraction" (%), "non_private_count", "queries_with_flips"} and, when the
+    audit had query labels, "accuracy_top1" (%), "paper_variant_fraction" (%) and
+    "paper_variant_count".
+    """
+    out = {
+        "non_private_fraction": 100.0 * audit["non_private_fraction"],
+        "non_private_count": float(audit["non_private_count"]),
+        "queries_with_flips": float(audit["queries_with_flips"]),
+    }
+    if "accuracy_top1" in audit:
+        out["accuracy_top1"] = float(audit["accuracy_top1"])
+        out["paper_variant_fraction"] = 100.0 * audit["paper_variant"]["bad_fraction"]
+        out["paper_variant_count"] = float(audit["paper_variant"]["bad_count"])
+    return out

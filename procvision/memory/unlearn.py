@@ -159,3 +159,68 @@ def audit_summary(record: dict) -> str:
     return json.dumps(
         {k: record[k] for k in ("time_utc", "count", "n_before", "n_after", "reason")}
     )
+
+
+def forget_sample(n: int, fraction: float, seed: int = 0) -> np.ndarray:
+    """Sorted ids (of 0..n-1) of a seeded random `fraction` to forget: round(fraction * n), at
+    least 1 and at most n - 1, so something is removed and something stays."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"forget_fraction must be in (0, 1), got {fraction}")
+    if n < 2:
+        raise ValueError(f"an unlearning check needs a memory of at least 2 items, got {n}")
+    count = min(max(1, round(fraction * n)), n - 1)
+    return np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
+
+
+def unlearning_check(
+    full: VisualMemory,
+    embeddings: Any,
+    labels: Any,
+    queries: Any,
+    query_labels: Any,
+    forgotten: Any,
+    k: int = 20,
+    method: str = "weighted",
+    T: float = PAPER_T,
+) -> dict:
+    """Remove `forgotten` from a copy of `full` and prove it equals a memory built without them.
+
+    Args:
+        full: the memory holding `embeddings` [N, D] with `labels` [N] under ids 0..N-1.
+        embeddings, labels: what `full` was built from (the reference memory is built from the
+            kept rows of these, with their original ids, so no bit is re-normalised differently).
+        queries: [Q, D] query embeddings; query_labels: [Q] their true labels.
+        forgotten: ids to remove (e.g. `forget_sample(N, 0.05)`).
+        k, method, T: the classifier (k is capped at the number of kept items).
+    Returns:
+        {"metrics": {"ok" (1/0), "removed", "accuracy_before", "accuracy_after" (top-1 %),
+        "predictions_changed"}, "check": the `verify_unlearned` record}.
+    """
+    from procvision.memory.vote import knn_predict
+
+    emb = np.asarray(embeddings, np.float32)
+    lab = np.asarray(labels, np.int64)
+    forgotten = np.unique(as_int64(forgotten, "forgotten"))
+    keep = np.setdiff1d(np.arange(len(lab)), forgotten)
+    edited = full.copy()
+    edited.remove(forgotten)
+
+    def rebuilt() -> VisualMemory:  # the kept items added to a new memory, with their original ids
+        mem = VisualMemory(emb.shape[1])
+        mem.add(emb[keep], lab[keep], ids=keep)
+        return mem
+
+    q = np.asarray(queries, np.float32)
+    truth = np.asarray(query_labels, np.int64)
+    k = min(int(k), len(keep))
+    check = verify_unlearned(edited, rebuilt, q, k, forgotten, (method,), T)
+    before = knn_predict(full, q, k, method, T).labels
+    after = knn_predict(edited, q, k, method, T).labels
+    metrics = {
+        "ok": float(check["ok"]),
+        "removed": float(len(forgotten)),
+        "accuracy_before": 100.0 * float((before == truth).mean()) if len(truth) else 0.0,
+        "accuracy_after": 100.0 * float((after == truth).mean()) if len(truth) else 0.0,
+        "predictions_changed": float((before != after).sum()),
+    }
+    return {"metrics": metrics, "check": check}

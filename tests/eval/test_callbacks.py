@@ -1,4 +1,4 @@
-"""KNNCallback and PrivacyCallback in a tiny fit (own datasets) and a tiny validate (collected)."""
+"""The memory callbacks in a tiny fit (own sets, one shared embedding pass) and a tiny validate."""
 
 from __future__ import annotations
 
@@ -12,10 +12,17 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from procvision.data.datasets import EvalTransform, FashionMNIST, KNNDataModule
-from procvision.eval.callbacks import KNNCallback, PrivacyCallback, privacy_metrics
+from procvision.data.datasets.datamodule import EvalSet
+from procvision.eval.callbacks import (
+    KNNCallback,
+    PrivacyCallback,
+    UnlearningCallback,
+    run_on_rank_zero,
+)
 from procvision.eval.embed import embed_dataset
 from procvision.eval.knn import build_memory, knn_evaluate
 from procvision.memory import privacy_audit
+from procvision.memory.privacy import privacy_metrics
 from procvision.models.module import DINOModule
 from tests.fixtures_real import make_idx_root
 
@@ -41,6 +48,16 @@ class TwoCrops(pl.LightningDataModule):
         )
 
 
+def _sets(root: Path, **kw) -> dict:
+    """memory/queries EvalSets of a fixture root, fp32 (so hand references match exactly)."""
+    return dict(
+        memory=EvalSet(f"fashion_mnist:{root}:train", resize_policy="resize", batch_size=16, **kw),
+        queries=EvalSet(f"fashion_mnist:{root}:test", resize_policy="resize", batch_size=16, **kw),
+        precision="fp32",
+        progress=False,
+    )
+
+
 def _tb_tags(log_dir: str) -> dict[str, list[str]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -51,8 +68,7 @@ def _tb_tags(log_dir: str) -> dict[str, list[str]]:
 
 def test_callbacks_during_fit(tmp_path: Path) -> None:
     root = make_idx_root(tmp_path / "fm", n_train=30, n_test=12)
-    common = dict(memory=f"fashion_mnist:{root}:train", queries=f"fashion_mnist:{root}:test",
-                  resize_policy="resize", batch_size=16)  # fmt: skip
+    common = _sets(root)
     knn = KNNCallback(
         ks=[1, 3],
         methods=["weighted", "plurality"],
@@ -101,9 +117,7 @@ def test_callbacks_during_fit(tmp_path: Path) -> None:
     assert "knn/neighbours" in tags["images"] and "privacy/flip_counts" in tags["histograms"]
 
 
-def test_knn_callback_in_validate_writes_json(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
+def test_knn_callback_in_validate_writes_json(tmp_path: Path) -> None:
     root = make_idx_root(tmp_path / "fm", n_train=30, n_test=12)
     dm = KNNDataModule(
         memory=f"fashion_mnist:{root}:train", queries=f"fashion_mnist:{root}:test",
@@ -121,7 +135,7 @@ def test_knn_callback_in_validate_writes_json(
     record = json.loads(out.read_text())
     assert record["results"]["weighted/k5/top1"] == pytest.approx(metrics["knn/weighted/k5/top1"])
     assert record["memory"]["size"] == 20 and record["queries"]["size"] == 12
-    assert "| k | weighted top-1 | weighted top-5 |" in capsys.readouterr().out
+    assert "| k | weighted top-1 | weighted top-5 |" in knn.summary  # printed by the CLI
     m = embed_dataset(model.teacher_backbone, dm.memory_set, progress=False)
     q = embed_dataset(model.teacher_backbone, dm.query_set, progress=False)
     ref = knn_evaluate(*m, *q, ks=(1, 5, 20))
@@ -131,19 +145,16 @@ def test_knn_callback_in_validate_writes_json(
 
 def test_callback_arguments_are_checked() -> None:
     with pytest.raises(ValueError, match="both"):
-        KNNCallback(memory="fashion_mnist:train")
+        KNNCallback(memory=EvalSet("fashion_mnist:train"))
+    with pytest.raises(ValueError, match="precision"):
+        KNNCallback(precision="fp16")
     with pytest.raises(ValueError, match="every_n_epochs"):
         PrivacyCallback(every_n_epochs=0)
 
 
 def test_unlearning_callback_during_fit(tmp_path: Path) -> None:
-    from procvision.eval.callbacks import UnlearningCallback
-
     root = make_idx_root(tmp_path / "fm", n_train=40, n_test=12)
-    cb = UnlearningCallback(
-        memory=f"fashion_mnist:{root}:train", queries=f"fashion_mnist:{root}:test",
-        resize_policy="resize", forget_fraction=0.25, k=5, batch_size=16,
-    )  # fmt: skip
+    cb = UnlearningCallback(forget_fraction=0.25, k=5, **_sets(root))
     trainer = pl.Trainer(
         max_epochs=1, logger=False, callbacks=[cb], enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
@@ -179,3 +190,69 @@ def test_segmentation_callback_during_fit(tmp_path: Path) -> None:
     assert "seg/pca" in _tb_tags(logger.log_dir)["images"]
     with pytest.raises(ValueError, match="every_n_epochs"):
         SegmentationCallback(str(root), every_n_epochs=0)
+
+
+def test_three_callbacks_embed_each_set_once_per_epoch_end(tmp_path: Path) -> None:
+    root = make_idx_root(tmp_path / "fm", n_train=30, n_test=12)
+    sets = _sets(root)
+    callbacks = [
+        KNNCallback(ks=[1, 3], log_images=False, **sets),
+        PrivacyCallback(k=3, **sets),
+        UnlearningCallback(k=3, forget_fraction=0.2, **sets),
+    ]
+    model = DINOModule(**TINY)
+    seen: list[int] = []  # images per teacher forward outside training (inference mode)
+
+    def count(_module, args, _out) -> None:
+        if torch.is_inference_mode_enabled():
+            seen.append(int(args[0].shape[0]))
+
+    model.teacher_backbone.register_forward_hook(count)
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, callbacks=callbacks, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
+    )  # fmt: skip
+    trainer.fit(model, datamodule=TwoCrops())
+    # 2 epoch ends x (30 memory + 12 query images), once each, for the three callbacks together
+    assert sum(seen) == 2 * (30 + 12)
+    assert all(cb.last_results is not None for cb in callbacks)
+    assert callbacks[2].last_results["ok"] == 1.0
+    # the numbers are those of the final teacher embedded by hand
+    tf = EvalTransform(16, "resize")
+    m = embed_dataset(model.teacher_backbone, FashionMNIST(root, "train", tf), progress=False)
+    q = embed_dataset(model.teacher_backbone, FashionMNIST(root, "test", tf), progress=False)
+    ref = knn_evaluate(*m, *q, ks=(1, 3))
+    assert callbacks[0].last_results["weighted/k3/top1"] == pytest.approx(ref["weighted/k3/top1"])
+
+
+class _FakeStrategy:
+    def __init__(self, rank0_failed: bool) -> None:
+        self.rank0_failed, self.calls = rank0_failed, 0
+
+    def broadcast(self, obj, src: int = 0):
+        self.calls += 1
+        return self.rank0_failed  # what rank 0 sent
+
+
+class _FakeTrainer:
+    def __init__(self, rank: int, rank0_failed: bool = False) -> None:
+        self.is_global_zero = rank == 0
+        self.strategy = _FakeStrategy(rank0_failed)
+
+
+def test_rank_zero_failure_reaches_the_collective_and_stops_every_rank() -> None:
+    def boom() -> None:
+        raise RuntimeError("exact unlearning check failed")
+
+    t0 = _FakeTrainer(0, rank0_failed=True)
+    with pytest.raises(RuntimeError, match="exact unlearning"):
+        run_on_rank_zero(t0, boom, "UnlearningCallback")
+    assert t0.strategy.calls == 1  # rank 0 reached the collective before raising
+    t1 = _FakeTrainer(1, rank0_failed=True)
+    with pytest.raises(RuntimeError, match="failed on global rank 0"):
+        run_on_rank_zero(t1, boom, "UnlearningCallback")  # boom runs on rank 0 only
+    assert t1.strategy.calls == 1
+    ran: list[int] = []
+    t2 = _FakeTrainer(1)
+    run_on_rank_zero(t2, lambda: ran.append(1), "KNNCallback")
+    assert ran == [] and t2.strategy.calls == 1
