@@ -17,9 +17,8 @@ Entry points: `evaluate_nights(backbone, root, ...)` (a function), and `NightsCa
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,47 +85,29 @@ def targets_of(triplets: Sequence[NightsTriplet]) -> torch.Tensor:
 
 
 # ----- CLS before / after the final norm --------------------------------------------------------
-def _final_norm(backbone: nn.Module) -> nn.Module:
-    model = getattr(backbone, "model", backbone)
-    norm = getattr(model, "norm", None)
-    if not getattr(backbone, "is_vit", False) or not isinstance(norm, nn.Module):
-        raise ValueError(
-            f"cls 'before_norm' needs a ViT backbone with a final norm; {type(model).__name__} has "
-            "none: use cls 'after_norm'"
-        )
-    return norm
+#: the evaluator's feature kind of each CLS choice (procvision.eval.embed)
+CLS_FEATURE = {"after_norm": "cls", "before_norm": "cls_prenorm"}
 
 
-@contextlib.contextmanager
-def pre_norm_cls(backbone: nn.Module) -> Iterator[list[torch.Tensor]]:
-    """While active, every forward of `backbone` appends the CLS token entering its final norm
-    ([B, D], the last block's output) to the yielded list. One forward gives both CLS versions."""
-    captured: list[torch.Tensor] = []
-
-    def hook(_module: nn.Module, args: tuple) -> None:
-        captured.append(args[0][:, 0].detach())
-
-    handle = _final_norm(backbone).register_forward_pre_hook(hook)
-    try:
-        yield captured
-    finally:
-        handle.remove()
+def cls_of_feature(feature: str) -> ClsChoice:
+    """The NIGHTS CLS choice of an evaluator feature kind ("cls" -> "after_norm", ...)."""
+    for cls, kind in CLS_FEATURE.items():
+        if kind == feature:
+            return cls  # type: ignore[return-value]
+    raise ValueError(
+        f"NIGHTS compares CLS embeddings: set --model.feature cls (after the final norm) or "
+        f"cls_prenorm (before it), not {feature!r}"
+    )
 
 
 def cls_embedder(backbone: nn.Module, cls: ClsChoice = "after_norm") -> Callable:
-    """images [B, 3, H, W] -> CLS [B, D]: `backbone(x)` (after the final norm) or the pre-norm CLS."""
+    """images [B, 3, H, W] -> CLS [B, D], after the final norm or entering it (the evaluation
+    layer's `raw_features`, so NIGHTS and every other evaluation read the same token)."""
     if cls not in CLS_CHOICES:
         raise ValueError(f"cls must be one of {CLS_CHOICES}, got {cls!r}")
-    if cls == "after_norm":
-        return backbone
-    _final_norm(backbone)
+    from procvision.eval.embed import raw_features
 
-    def embed(x: torch.Tensor) -> torch.Tensor:
-        with pre_norm_cls(backbone) as got:
-            backbone(x)
-        return got[-1]
-
-    return embed
+    return lambda x: raw_features(backbone, x, CLS_FEATURE[cls])
 
 
 @torch.inference_mode()
@@ -331,99 +312,65 @@ def format_nights(results: dict[str, float]) -> str:
 
 # ----- Lightning: procvision validate ------------------------------------------------------------
 class NightsCallback(pl.Callback):
-    """NIGHTS 2AFC of the teacher at the end of `procvision validate` with `NightsDataModule`.
+    """NIGHTS 2AFC of the evaluated backbone at the end of `procvision validate` with
+    `NightsDataModule`.
 
-    The model's `validation_step` embeds the three loaders [ref, left, right] (CLS after the final
-    norm); with `cls: before_norm` the callback also captures, in the same forward passes, the CLS
-    entering the final norm and scores that instead. Prints the table and writes the JSON
-    (`results_path`, default `<log_dir>/nights_results.json`).
+    The evaluator (`BackboneEvaluator`) embeds the three loaders [ref, left, right] with its
+    feature kind: `--model.feature cls` is the CLS after the final norm ("after_norm", the k-NN's
+    embedding), `cls_prenorm` the CLS entering it ("before_norm", DreamSim's DINO baseline); the
+    choice is recorded in the JSON. Under DDP the evaluator gathers every rank's shard first.
+    Writes the JSON (`results_path`, default `<log_dir>/nights_results.json`); `summary` holds the
+    table that `procvision validate` prints.
 
     Args:
-        cls: "after_norm" (the k-NN's embedding) or "before_norm" (DreamSim's DINO baseline).
         baselines: also score PSNR and SSIM on the same triplets.
         results_path: where the JSON goes.
     """
 
-    def __init__(
-        self,
-        cls: Literal["after_norm", "before_norm"] = "after_norm",
-        baselines: bool = True,
-        results_path: str | None = None,
-    ) -> None:
-        if cls not in CLS_CHOICES:
-            raise ValueError(f"cls must be one of {CLS_CHOICES}, got {cls!r}")
-        self.cls, self.baselines, self.results_path = cls, baselines, results_path
+    def __init__(self, baselines: bool = True, results_path: str | None = None) -> None:
+        self.baselines, self.results_path = baselines, results_path
         self.last_record: dict[str, Any] | None = None
-        self._stack: contextlib.ExitStack | None = None
-        self._captured: list[torch.Tensor] | None = None
-        self._pre: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-
-    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._pre = {}
-        if self.cls == "before_norm" and not trainer.sanity_checking:
-            self._stack = contextlib.ExitStack()
-            self._captured = self._stack.enter_context(pre_norm_cls(pl_module.teacher_backbone))
-
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                                dataloader_idx: int = 0) -> None:  # fmt: skip
-        if self._captured is None or batch is None:
-            return
-        if not self._captured:
-            raise RuntimeError(
-                "no pre-norm CLS was captured: validation_step did not run the teacher"
-            )
-        feats = self._captured.pop().float().cpu()
-        self._captured.clear()
-        self._pre.setdefault(dataloader_idx, []).append((feats, torch.as_tensor(batch[1]).cpu()))
-
-    def _close(self) -> None:
-        if self._stack is not None:
-            self._stack.close()
-        self._stack, self._captured = None, None
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._close()
+        self.summary: str | None = None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        self._close()
         dm = trainer.datamodule
         triplets = getattr(dm, "triplets", None)
-        if triplets is None:
-            raise RuntimeError("NightsCallback needs the NightsDataModule (data.class_path)")
-        if trainer.world_size > 1:
-            raise RuntimeError("NIGHTS validation runs on one device: pass --trainer.devices 1")
-        streams = self._streams(pl_module)
-        if streams is None:
+        gathered = getattr(pl_module, "gathered", None)
+        if triplets is None or gathered is None:
+            raise RuntimeError(
+                "NightsCallback needs the NightsDataModule (data.class_path) and the evaluator "
+                "(procvision validate)"
+            )
+        cls = cls_of_feature(pl_module.feature)
+        got = gathered()  # a collective under DDP: every rank calls it
+        if any(i not in got for i in range(3)):
             return
-        results = score_streams(streams, triplets)
+        from procvision.eval.callbacks import run_on_rank_zero
+
+        run_on_rank_zero(trainer, lambda: self._score(trainer, pl_module, got, cls), "NIGHTS")
+
+    def _score(self, trainer, pl_module, got, cls: ClsChoice) -> None:
+        dm = trainer.datamodule
+        streams = [(got[i].embeddings, got[i].labels) for i in range(3)]
+        results = score_streams(streams, dm.triplets)
         if self.baselines:
-            results.update(pixel_baselines(dm.root, triplets, dm.transform.size,
+            results.update(pixel_baselines(dm.root, dm.triplets, dm.transform.size,
                                            dm.interpolation, progress=False))  # fmt: skip
-        model = model_info(pl_module.teacher_backbone)
+        model = model_info(pl_module.teacher_backbone, getattr(pl_module, "spec", None))
         model["ckpt_path"] = getattr(trainer, "ckpt_path", None)
-        record = nights_record(results, self.cls, dm.describe(), model)
+        model["precision"] = getattr(pl_module, "precision_used", None)
+        record = nights_record(results, cls, dm.describe(), model)
         self.last_record = record
         pl_module.log_dict(
             {f"nights/{k}": float(v) for k, v in results.items()}, rank_zero_only=True
         )
-        print(f"\nNIGHTS {dm.split} 2AFC ({int(results['n'])} triplets, CLS {self.cls})\n"
-              + format_nights(results))  # fmt: skip
+        self.summary = (
+            f"NIGHTS {dm.split} 2AFC ({int(results['n'])} triplets, CLS {cls})\n"
+            + format_nights(results)
+        )
         path = self.results_path or str(
             Path(trainer.log_dir or trainer.default_root_dir) / "nights_results.json"
         )
         write_json_atomic(path, record)
-
-    def _streams(self, pl_module) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        if self.cls == "before_norm":
-            got = self._pre
-            if any(i not in got for i in range(3)):
-                return None
-            return [(torch.cat([f for f, _ in got[i]]), torch.cat([r for _, r in got[i]]))
-                    for i in range(3)]  # fmt: skip
-        collected = getattr(pl_module, "collected", None) or {}
-        if any(i not in collected or not collected[i]["embeddings"] for i in range(3)):
-            return None
-        return [(torch.cat(collected[i]["embeddings"]).float(),
-                 torch.cat(collected[i]["labels"]).long()) for i in range(3)]  # fmt: skip

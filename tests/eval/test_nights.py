@@ -12,21 +12,21 @@ from torch import nn
 
 from procvision.cli import main
 from procvision.eval.nights import (
+    CLS_FEATURE,
     cls_embedder,
     cosine_distance,
     evaluate_nights,
     twoafc_scores,
     twoafc_summary,
 )
+from procvision.eval.recipe import load_backbone_spec, random_spec
 from procvision.models import random_backbone
 from tests.nights_fixture import EXPECTED_VAL, make_nights
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "eval"
-TINY_ARGS = [
-    "--model.arch", "vit_tiny_patch16_224", "--model.img_size", "16", "--model.patch_size", "8",
-    "--model.backbone_kwargs", '{"depth": 1, "embed_dim": 32, "num_heads": 2}',
-    "--model.out_dim", "32", "--model.hidden_dim", "32", "--model.bottleneck_dim", "16",
-]  # fmt: skip
+TINY_SPEC = random_spec("vit_tiny_patch16_224", img_size=16, patch_size=8, depth=1, embed_dim=32,
+                        num_heads=2)  # fmt: skip
+TINY_ARGS = ["--model.backbone", TINY_SPEC, "--model.precision", "fp32"]
 
 
 class MeanColour(nn.Module):
@@ -91,7 +91,6 @@ def test_before_norm_cls_is_the_last_blocks_token() -> None:
         assert torch.allclose(before, no_norm(x), atol=1e-6)
         assert torch.allclose(backbone.model.norm(before), after, atol=1e-6)
     assert not torch.allclose(before, after)
-    assert not backbone.model.norm._forward_pre_hooks  # the hook is removed afterwards
 
 
 @pytest.mark.parametrize("cls", ["after_norm", "before_norm"])
@@ -101,7 +100,7 @@ def test_validate_with_the_config(tmp_path: Path, cls: str, capsys) -> None:
     rc = main([
         "validate", "--config", str(CONFIGS / "nights.yaml"), *TINY_ARGS,
         "--data.init_args.root", str(root), "--data.init_args.image_size", "16",
-        "--data.init_args.num_workers", "0", "--trainer.callbacks.init_args.cls", cls,
+        "--data.init_args.num_workers", "0", "--model.feature", CLS_FEATURE[cls],
         "--trainer.callbacks.init_args.results_path", str(results),
         "--trainer.default_root_dir", str(tmp_path / "runs"), "--trainer.enable_progress_bar", "false",
         "--seed_everything", "0",
@@ -109,16 +108,8 @@ def test_validate_with_the_config(tmp_path: Path, cls: str, capsys) -> None:
     assert rc == 0 and "NIGHTS val 2AFC (4 triplets" in capsys.readouterr().out
     record = json.loads(results.read_text())
     assert record["cls"] == cls and record["results"]["n"] == 4
-    # reference: the same random-init teacher scored by the function
-    from lightning.pytorch import seed_everything
-
-    from procvision.models.module import DINOModule
-
-    seed_everything(0)
-    model = DINOModule(arch="vit_tiny_patch16_224", img_size=16, patch_size=8,
-                       backbone_kwargs={"depth": 1, "embed_dim": 32, "num_heads": 2},
-                       out_dim=32, hidden_dim=32, bottleneck_dim=16)  # fmt: skip
-    teacher = model.teacher_backbone
+    # reference: the same random-init backbone scored by the function
+    teacher = load_backbone_spec(TINY_SPEC, "cpu")
     assert teacher.fingerprint() == record["model"]["fingerprint"]
     ref = evaluate_nights(teacher, root, cls=cls, image_size=16, progress=False)
     for key in ("2afc", "ties", "psnr_2afc", "ssim_2afc"):
