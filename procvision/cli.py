@@ -16,6 +16,7 @@ TOOL_COMMANDS = {
     "memory": "procvision.commands.memory",
     "privacy": "procvision.commands.privacy",
     "segment": "procvision.commands.segment",
+    "serve": "procvision.commands.serve",
 }
 
 
