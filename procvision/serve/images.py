@@ -64,7 +64,7 @@ def decode_upload(
         raise ImageRejected(400, f"{name}: empty file; send the image's bytes")
     if len(data) > limits.max_bytes:
         raise ImageRejected(
-            413, f"{name}: {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes"
+            413, f"{name}: the file exceeds the limit of {limits.max_bytes} bytes per image"
         )
     ctype = (content_type or "").split(";")[0].strip().lower()
     if ctype not in CONTENT_TYPES:

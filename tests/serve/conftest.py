@@ -56,3 +56,29 @@ def auth() -> dict[str, str]:
 
 def rng_bytes(n: int) -> bytes:
     return np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
+@pytest.fixture
+def make_client(memdir: Path):
+    """make_client(**ServeConfig fields) -> a TestClient over a fresh MemoryState of `memdir`."""
+    from fastapi.testclient import TestClient
+
+    from procvision.serve import MemoryState, ServeConfig, create_app
+
+    clients = []
+
+    def make(directory: Path | None = None, **kwargs):
+        kwargs.setdefault("token", TOKEN)
+        state = MemoryState(directory or memdir)
+        client = TestClient(create_app(state, ServeConfig(**kwargs)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+def files(*items: tuple[str, bytes, str]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", it) for it in items]
