@@ -13,7 +13,6 @@ from PIL import Image
 
 from procvision.memory import VisualMemory, privacy_audit
 from procvision.serve import UploadLimits
-from tests.fixtures_real import CLASS_COLOURS
 from tests.serve.conftest import TOKEN, auth, files, png_bytes, query_png
 
 
