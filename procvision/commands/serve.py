@@ -38,7 +38,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--batching", type=bool, default=True, help="micro-batch concurrent classify")
     p.add_argument("--max-batch", type=int, default=64, help="images per backbone forward")
     p.add_argument("--batch-wait-ms", type=float, default=5.0, help="longest wait for a batch")
-    p.add_argument("--privacy-dataset", type=list[str], default=[],
+    p.add_argument("--privacy-dataset", type=str, nargs="+", default=None,
                    help="NAME=URI query sets that POST /privacy may name (never a client's path)")  # fmt: skip
     p.add_argument("--max-privacy-queries", type=int, default=10_000)
     p.add_argument("--write-wait", type=float, default=30.0,
@@ -100,7 +100,7 @@ def build_app(cfg: Namespace):
     if cfg.batch_wait_ms < 0:
         raise ValueError(f"--batch-wait-ms must be >= 0, got {cfg.batch_wait_ms}")
     token = read_token(cfg.token_file) if cfg.token_file else None
-    datasets = parse_datasets(cfg.privacy_dataset)
+    datasets = parse_datasets(cfg.privacy_dataset or [])
     state = MemoryState(cfg.memory, cfg.backbone, resolve_device(cfg.device), cfg.write_wait)
     config = ServeConfig(
         token=token,
