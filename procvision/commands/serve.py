@@ -44,6 +44,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--write-wait", type=float, default=30.0,
                    help="seconds a write waits for another writer's lock before answering 409")  # fmt: skip
     p.add_argument("--log-level", type=str, default="info")
+    p.add_argument("--access-log", type=bool, default=True, help="log every request")
     return p
 
 
@@ -131,7 +132,9 @@ def _run(cfg: Namespace) -> int:
     if not is_loopback(cfg.host):
         print(f"{PROG}: warning: --host {cfg.host} is reachable from the network; the service has "
               "no TLS: put it behind a TLS proxy", file=sys.stderr)  # fmt: skip
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level)
+    uvicorn.run(
+        app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=cfg.access_log
+    )
     return 0
 
 

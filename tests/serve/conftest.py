@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytest.importorskip("fastapi", reason="procvision serve needs the extra: pip install -e '.[serve]'")
+
 from procvision.cli import main
 from procvision.models import export_backbone, random_backbone
 from tests.fixtures_real import CLASS_COLOURS, TINY_BACKBONE, coloured_image, make_image_folder
