@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from procvision.cli import main as cli_main
+from procvision.commands.serve import set_threads
 from procvision.data.datasets import FashionMNIST
 from procvision.eval.recipe import memory_backbone, transform_to_str
 from procvision.memory import VisualMemory, forget, knn_predict
@@ -92,7 +93,7 @@ def free_port() -> int:
 class Server:
     """A `procvision serve` subprocess on loopback."""
 
-    def __init__(self, memory: Path, batching: bool, work: Path) -> None:
+    def __init__(self, memory: Path, batching: bool, work: Path, threads: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         token = work / "token.txt"
@@ -100,7 +101,8 @@ class Server:
         self.log = open(work / f"serve_{self.port}.log", "w")
         argv = [sys.executable, "-m", "procvision.cli", "serve", "--memory", str(memory),
                 "--port", str(self.port), "--token-file", str(token), "--device", "cpu",
-                "--batching", str(batching).lower(), "--access-log", "false"]  # fmt: skip
+                "--batching", str(batching).lower(), "--access-log", "false",
+                "--threads", str(threads)]  # fmt: skip
         self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
         t0 = time.perf_counter()
         while True:
@@ -178,9 +180,9 @@ def in_process(memory: Path, pngs: list[bytes], batches: list[int], seconds: flo
     return out
 
 
-def forget_latency(memory: Path, work: Path, count: int) -> dict:
+def forget_latency(memory: Path, work: Path, count: int, threads: int) -> dict:
     """One-id forgets through the service (DELETE) and through `forget` on the directory."""
-    server = Server(memory, True, work)
+    server = Server(memory, True, work, threads)
     service = []
     try:
         with httpx.Client(
@@ -214,9 +216,12 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/procvision_bench_serve"))
     p.add_argument("--keep", action="store_true", help="keep the memories in --work")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch/faiss threads, service and in-process"
+    )
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, (os.cpu_count() or 2)))
+    set_threads(args.threads)
     pngs = query_pngs()
     t0 = time.perf_counter()
     base = build_60k(args.work)
@@ -224,7 +229,7 @@ def main() -> int:
         f"60k Fashion-MNIST memory ready ({time.perf_counter() - t0:.1f} s) with {SPEC}", flush=True
     )
     results: dict = {"spec": SPEC, "transform": transform_to_str(memory_backbone(
-        VisualMemory.load(base), None, "cpu")[2]), "cpu_count": os.cpu_count(), "sizes": {}}  # fmt: skip
+        VisualMemory.load(base), None, "cpu")[2]), "cpu_count": os.cpu_count(), "threads": args.threads, "sizes": {}}  # fmt: skip
     for n in args.sizes:
         memory = base if n == 60_000 else build_random(args.work, n, base)
         row: dict = {
@@ -232,7 +237,7 @@ def main() -> int:
             "in_process": in_process(memory, pngs, sorted(set([1] + args.clients)), args.seconds),
         }
         for batching in (True, False):
-            server = Server(memory, batching, args.work)
+            server = Server(memory, batching, args.work, args.threads)
             try:
                 runs = [asyncio.run(load(server.url, c, args.seconds, pngs)) for c in args.clients]
                 stats = httpx.get(server.url + "/health").json()["batching"]
@@ -251,7 +256,7 @@ def main() -> int:
             work_copy = args.work / f"forget_{n}"
             shutil.rmtree(work_copy, ignore_errors=True)
             shutil.copytree(memory, work_copy)
-            row["forget"] = forget_latency(work_copy, args.work, args.forgets)
+            row["forget"] = forget_latency(work_copy, args.work, args.forgets, args.threads)
             shutil.rmtree(work_copy, ignore_errors=True)
             print(f"n={n} forget: service {row['forget']['service_s']} s, in-process "
                   f"{row['forget']['in_process_s']} s", flush=True)  # fmt: skip

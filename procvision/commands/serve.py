@@ -43,6 +43,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-privacy-queries", type=int, default=10_000)
     p.add_argument("--write-wait", type=float, default=30.0,
                    help="seconds a write waits for another writer's lock before answering 409")  # fmt: skip
+    p.add_argument("--threads", type=int | None, default=None,
+                   help="CPU threads for torch and faiss (default: their own choice)")  # fmt: skip
     p.add_argument("--log-level", type=str, default="info")
     p.add_argument("--access-log", type=bool, default=True, help="log every request")
     return p
@@ -91,6 +93,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def set_threads(n: int | None) -> None:
+    """Bound torch's and faiss's CPU threads (oversubscribed threads make latency erratic)."""
+    if n is None:
+        return
+    if n < 1:
+        raise ValueError(f"--threads must be >= 1, got {n}")
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except ImportError:
+        pass
+
+
 def build_app(cfg: Namespace):
     """(app, state) from parsed flags; user errors surface before anything binds."""
     from procvision.serve import MemoryState, ServeConfig, UploadLimits, create_app
@@ -100,6 +119,7 @@ def build_app(cfg: Namespace):
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if cfg.batch_wait_ms < 0:
         raise ValueError(f"--batch-wait-ms must be >= 0, got {cfg.batch_wait_ms}")
+    set_threads(cfg.threads)
     token = read_token(cfg.token_file) if cfg.token_file else None
     datasets = parse_datasets(cfg.privacy_dataset or [])
     state = MemoryState(cfg.memory, cfg.backbone, resolve_device(cfg.device), cfg.write_wait)
