@@ -95,8 +95,8 @@ function renderAnswer(res) {
     });
     top.append(el("span", {}, `#${nb.rank} · id ${nb.id}`), box);
     const img = el("img", { src: `/items/${nb.id}/image`, alt: `item ${nb.id}`, loading: "lazy" });
-    card.append(top, img, el("div", {}, `${nb.label} · ${nb.similarity.toFixed(3)}`),
-      el("div", { class: "src", title: nb.source }, nb.source));
+    card.append(top, img, el("div", {}, `${nb.label} · ${nb.similarity.toFixed(4)}`),
+      el("div", { class: "src", title: nb.source }, nb.source.split("/").pop()));
     card.addEventListener("click", () => showItem(nb.id).catch((e) => setStatus(e.message, true)));
     grid.append(card);
   }
