@@ -43,6 +43,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--max-privacy-queries", type=int, default=10_000)
     p.add_argument("--write-wait", type=float, default=30.0,
                    help="seconds a write waits for another writer's lock before answering 409")  # fmt: skip
+    p.add_argument("--allowed-hosts", type=str, nargs="+", default=None,
+                   help="Host headers to answer (default: localhost, 127.0.0.1, ::1 and --host; '*': any)")  # fmt: skip
     p.add_argument("--threads", type=int | None, default=None,
                    help="CPU threads for torch and faiss (default: their own choice)")  # fmt: skip
     p.add_argument("--log-level", type=str, default="info")
@@ -93,6 +95,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def allowed_hosts(host: str, given: list[str] | None) -> tuple[str, ...]:
+    """Host names the service answers to: loopback names and the bound host, or `given`."""
+    if given:
+        return tuple(given)
+    names = {"localhost", "127.0.0.1", "::1", "[::1]"}
+    if host not in ("0.0.0.0", "::"):
+        names.add(host)
+    return tuple(sorted(names))
+
+
 def set_threads(n: int | None) -> None:
     """Bound torch's and faiss's CPU threads (oversubscribed threads make latency erratic)."""
     if n is None:
@@ -132,6 +144,7 @@ def build_app(cfg: Namespace):
         max_wait_ms=cfg.batch_wait_ms,
         privacy_datasets=datasets,
         max_privacy_queries=cfg.max_privacy_queries,
+        allowed_hosts=allowed_hosts(cfg.host, cfg.allowed_hosts),
     )
     return create_app(state, config), state
 

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from procvision.errors import UserError
 from procvision.memory import METHODS, FingerprintMismatch
 from procvision.serve.batching import Job, MicroBatcher
-from procvision.serve.classify import explain, run_jobs
+from procvision.serve.classify import run_jobs
 from procvision.serve.images import (
     ImageRejected,
     UploadLimits,
@@ -52,6 +52,7 @@ class ServeConfig:
     privacy_datasets: dict[str, str] = field(default_factory=dict)
     max_privacy_queries: int = 10_000
     max_page: int = 1000
+    allowed_hosts: tuple[str, ...] | None = None  # Host headers served (None: any), DNS rebinding
 
 
 # ---------------------------------------------------------------- request / response models
@@ -131,16 +132,32 @@ class _TooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over `max_bytes` (413), declared or streamed."""
+class Guard:
+    """ASGI middleware: refuse a Host header outside `allowed_hosts` (400: a web page that
+    rebinds its DNS name to 127.0.0.1 cannot read the service) and request bodies over
+    `max_bytes` (413), declared or streamed."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, allowed_hosts: tuple[str, ...] | None) -> None:
         self.app, self.max_bytes = app, int(max_bytes)
+        self.allowed = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        if self.allowed is not None and "*" not in self.allowed:
+            host = headers.get(b"host", b"").decode("latin-1").lower()
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name not in self.allowed and host not in self.allowed:
+                return await self._send(
+                    send,
+                    _error(
+                        400,
+                        f"Host {host!r} is not served; allowed: "
+                        f"{', '.join(sorted(self.allowed))} (--allowed-hosts)",
+                    ),
+                )
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             return await self._refuse(send)
         seen = 0
@@ -167,8 +184,11 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Any) -> None:
-        resp = _error(413, f"request body exceeds {self.max_bytes} bytes")
-        await send({"type": "http.response.start", "status": 413,
+        await self._send(send, _error(413, f"request body exceeds {self.max_bytes} bytes"))
+
+    @staticmethod
+    async def _send(send: Any, resp: JSONResponse) -> None:
+        await send({"type": "http.response.start", "status": resp.status_code,
                     "headers": [(b"content-type", b"application/json")]})  # fmt: skip
         await send({"type": "http.response.body", "body": resp.body})
 
@@ -189,7 +209,9 @@ def create_app(state: MemoryState, config: ServeConfig | None = None) -> FastAPI
     """The service for one memory; the batcher thread starts here and stops on app shutdown."""
     cfg = config or ServeConfig()
     batcher = (
-        MicroBatcher(lambda jobs: run_jobs(state, jobs), cfg.max_batch, cfg.max_wait_ms / 1000)
+        MicroBatcher(
+            lambda jobs: run_jobs(state, jobs, cfg.limits), cfg.max_batch, cfg.max_wait_ms / 1000
+        )
         if cfg.batching
         else None
     )
@@ -204,7 +226,7 @@ def create_app(state: MemoryState, config: ServeConfig | None = None) -> FastAPI
     app.state.memory = state
     app.state.config = cfg
     app.state.batcher = batcher
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_request_bytes)
+    app.add_middleware(Guard, max_bytes=cfg.max_request_bytes, allowed_hosts=cfg.allowed_hosts)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -262,9 +284,8 @@ def create_app(state: MemoryState, config: ServeConfig | None = None) -> FastAPI
             raise HTTPException(400, f"T must be a positive number, got {T}")
         return k, method, T
 
-    async def read_images(
-        files: list[UploadFile],
-    ) -> tuple[list, list[bytes], list[str], list[str]]:
+    async def read_uploads(files: list[UploadFile]) -> list[tuple[bytes, str, str]]:
+        """(bytes, content type, file name) of each upload; count and size checked, not decoded."""
         if not files:
             raise HTTPException(
                 400, "no image: send one or more files in the multipart field 'files'"
@@ -273,16 +294,23 @@ def create_app(state: MemoryState, config: ServeConfig | None = None) -> FastAPI
             raise HTTPException(
                 413, f"{len(files)} files exceeds the limit of {cfg.limits.max_files} per request"
             )
-        images, blobs, names, types = [], [], [], []
-        for f in files:
+        out = []
+        for i, f in enumerate(files):
             data = await f.read(cfg.limits.max_bytes + 1)
-            img = await run_in_threadpool(
-                decode_upload, data, f.content_type, f.filename or "", cfg.limits
-            )
-            images.append(img)
-            blobs.append(data)
-            names.append(f.filename or f"image{len(names)}")
-            types.append((f.content_type or "").split(";")[0].strip().lower())
+            ctype = (f.content_type or "").split(";")[0].strip().lower()
+            out.append((data, ctype, f.filename or f"image{i}"))
+        return out
+
+    def decode_all(uploads: list[tuple[bytes, str, str]]) -> list:
+        return [decode_upload(data, ctype, name, cfg.limits) for data, ctype, name in uploads]
+
+    async def read_images(
+        files: list[UploadFile],
+    ) -> tuple[list, list[bytes], list[str], list[str]]:
+        """Checked and decoded uploads: (images, bytes, file names, content types)."""
+        uploads = await read_uploads(files)
+        images = await run_in_threadpool(decode_all, uploads)
+        blobs, types, names = ([u[i] for u in uploads] for i in range(3))
         return images, blobs, names, types
 
     # ------------------------------------------------------------ endpoints
@@ -314,16 +342,14 @@ def create_app(state: MemoryState, config: ServeConfig | None = None) -> FastAPI
         T: Annotated[float | None, Query(description="temperature of the weighted vote")] = None,
     ) -> dict[str, Any]:
         k, method, T = vote_params(k, method, T)
-        images, _, names, _ = await read_images(files)
-        x = await run_in_threadpool(prepare, state.transform, images)
-        job = Job(x, k, method, T)
+        job = Job(await read_uploads(files), k, method, T)
         if batcher is not None:
-            snap, pred = await asyncio.wrap_future(batcher.submit(job))
+            answer = await asyncio.wrap_future(batcher.submit(job))
         else:
-            snap, pred = (await run_in_threadpool(run_jobs, state, [job]))[0]
-        results = await run_in_threadpool(explain, snap, pred, names, method, T)
-        return {"k": k, "method": method, "T": T, "count": len(snap.memory),
-                "content_hash": snap.content_hash, "results": results}  # fmt: skip
+            answer = (await run_in_threadpool(run_jobs, state, [job], cfg.limits))[0]
+            if isinstance(answer, ImageRejected):
+                raise answer
+        return answer
 
     @app.post("/items", response_model=AddResponse, dependencies=[Depends(writer)],
               summary="add uploaded images with labels")  # fmt: skip
@@ -352,7 +378,12 @@ def create_app(state: MemoryState, config: ServeConfig | None = None) -> FastAPI
             if sources is not None and sources[i].strip():
                 meta["source"] = "upload:" + sources[i].strip()[:200]
             metas.append(meta)
-        return await run_in_threadpool(state.add_uploads, emb, [s.strip() for s in labels], metas)
+        try:
+            return await run_in_threadpool(
+                state.add_uploads, emb, [s.strip() for s in labels], metas
+            )
+        except ValueError as err:  # e.g. a memory without a class-name table
+            raise HTTPException(400, str(err)) from err
 
     def do_forget(ids: list[int] | None, pattern: str | None, reason: str) -> dict[str, Any]:
         if not ids and not pattern:

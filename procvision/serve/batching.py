@@ -2,8 +2,10 @@
 
 A worker thread takes the first waiting job, then keeps collecting jobs until the batch holds
 `max_batch` images or `max_wait_s` has passed since the first one (the bounded wait of model
-servers), and runs them together. Each job gets its own future; an error fails only the batch it
-was in.
+servers), and runs them together. Each job gets its own future; a result that is an exception fails
+only its job, an exception raised by the run fails the batch it was in. All the work of a batch
+(decoding included) happens on this one thread, so concurrent requests do not fight over the GIL
+in a thread pool.
 """
 
 from __future__ import annotations
@@ -16,14 +18,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 
 @dataclass
 class Job:
-    """Prepared images [n, 3, H, W] of one request and its vote parameters."""
+    """One request: its images (any payload, e.g. undecoded uploads) and vote parameters."""
 
-    x: torch.Tensor
+    payload: list[Any]
     k: int
     method: str
     T: float
@@ -31,9 +31,10 @@ class Job:
 
     @property
     def n(self) -> int:
-        return int(self.x.shape[0])
+        return len(self.payload)
 
 
+# processes a batch; returns one result per job, or an exception for a job that failed alone
 RunBatch = Callable[[list[Job]], list[Any]]
 
 
@@ -113,7 +114,10 @@ class MicroBatcher:
             try:
                 results = self.run(batch)
                 for job, res in zip(batch, results, strict=True):
-                    job.future.set_result(res)
+                    if isinstance(res, BaseException):
+                        job.future.set_exception(res)
+                    else:
+                        job.future.set_result(res)
             except BaseException as err:  # every waiting request gets the error
                 for job in batch:
                     if not job.future.done():

@@ -9,7 +9,8 @@ import torch
 
 from procvision.memory import KNNPrediction, knn_predict, neighbour_weights
 from procvision.serve.batching import Job
-from procvision.serve.state import MemoryState, Snapshot
+from procvision.serve.images import ImageRejected, UploadLimits, decode_upload
+from procvision.serve.state import MemoryState, Snapshot, prepare
 
 
 def _rows(pred: KNNPrediction, rows: slice | np.ndarray) -> KNNPrediction:
@@ -19,24 +20,42 @@ def _rows(pred: KNNPrediction, rows: slice | np.ndarray) -> KNNPrediction:
     )  # fmt: skip
 
 
-def run_jobs(state: MemoryState, jobs: list[Job]) -> list[tuple[Snapshot, KNNPrediction]]:
-    """Embed every job's images in one forward, then run `knn_predict` once per distinct
-    (k, method, T) on the snapshot current at that moment; one (snapshot, prediction) per job."""
-    snap = state.snapshot()
-    q = state.embed(torch.cat([j.x for j in jobs]))
-    starts = np.cumsum([0] + [j.n for j in jobs])
-    groups: dict[tuple[int, str, float], list[int]] = {}
-    for i, j in enumerate(jobs):
-        groups.setdefault((j.k, j.method, j.T), []).append(i)
+def run_jobs(
+    state: MemoryState, jobs: list[Job], limits: UploadLimits
+) -> list[dict[str, Any] | ImageRejected]:
+    """Decode every job's uploads (payload: (bytes, content type, file name) triples), embed all
+    images in one forward, run `knn_predict` once per distinct (k, method, T) on the snapshot
+    current at that moment, and explain; one answer per job, or the ImageRejected of a job whose
+    upload was refused (the others are answered)."""
     out: list[Any] = [None] * len(jobs)
+    xs, ok = [], []
+    for i, job in enumerate(jobs):
+        try:
+            images = [decode_upload(data, ctype, name, limits) for data, ctype, name in job.payload]
+            xs.append(prepare(state.transform, images))
+            ok.append(i)
+        except ImageRejected as err:
+            out[i] = err
+    if not ok:
+        return out
+    snap = state.snapshot()
+    q = state.embed(torch.cat(xs))
+    starts = np.cumsum([0] + [jobs[i].n for i in ok])
+    groups: dict[tuple[int, str, float], list[int]] = {}
+    for pos, i in enumerate(ok):
+        groups.setdefault((jobs[i].k, jobs[i].method, jobs[i].T), []).append(pos)
     for (k, method, T), members in groups.items():
-        rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in members])
+        rows = np.concatenate([np.arange(starts[p], starts[p + 1]) for p in members])
         pred = knn_predict(snap.memory, q[rows], k, method, T, fingerprint=state.fingerprint)
         at = 0
-        for i in members:
-            n = jobs[i].n
-            out[i] = (snap, _rows(pred, slice(at, at + n)))
-            at += n
+        for p in members:
+            job = jobs[ok[p]]
+            names = [name for _, _, name in job.payload]
+            part = _rows(pred, slice(at, at + job.n))
+            out[ok[p]] = {"k": k, "method": method, "T": T, "count": len(snap.memory),
+                          "content_hash": snap.content_hash,
+                          "results": explain(snap, part, names, method, T)}  # fmt: skip
+            at += job.n
     return out
 
 

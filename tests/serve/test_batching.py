@@ -6,13 +6,12 @@ import threading
 import time
 
 import pytest
-import torch
 
 from procvision.serve.batching import Job, MicroBatcher
 
 
 def _job(n: int, tag: float = 0.0) -> Job:
-    return Job(torch.full((n, 1, 1, 1), tag), 1, "weighted", 0.07)
+    return Job([tag] * n, 1, "weighted", 0.07)
 
 
 def test_concurrent_jobs_are_batched_and_each_gets_its_result() -> None:
@@ -22,7 +21,7 @@ def test_concurrent_jobs_are_batched_and_each_gets_its_result() -> None:
     def run(jobs: list[Job]) -> list[float]:
         gate.wait(5)  # the first batch holds the worker so that the rest queue up
         sizes.append(sum(j.n for j in jobs))
-        return [float(j.x.sum()) for j in jobs]
+        return [float(sum(j.payload)) for j in jobs]
 
     b = MicroBatcher(run, max_batch=8, max_wait_s=0.05)
     first = b.submit(_job(1, 100.0))
@@ -48,9 +47,19 @@ def test_wait_is_bounded_and_a_big_job_runs_alone() -> None:
     b.close()
 
 
+def test_a_returned_exception_fails_only_its_job() -> None:
+    b = MicroBatcher(lambda jobs: [ValueError("bad") if j.payload[0] < 0 else 1 for j in jobs],
+                     max_batch=8, max_wait_s=0.05)  # fmt: skip
+    bad, good = b.submit(_job(1, -1.0)), b.submit(_job(1, 1.0))
+    assert good.result(5) == 1
+    with pytest.raises(ValueError, match="bad"):
+        bad.result(5)
+    b.close()
+
+
 def test_an_error_fails_only_its_batch() -> None:
     def run(jobs: list[Job]) -> list[int]:
-        if any(float(j.x.sum()) < 0 for j in jobs):
+        if any(float(sum(j.payload)) < 0 for j in jobs):
             raise RuntimeError("bad batch")
         return [1] * len(jobs)
 

@@ -83,3 +83,22 @@ def test_serve_process_on_loopback(memdir, template, with_token: bool) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
     assert TOKEN not in "".join(lines)
+
+
+def test_built_app_answers_loopback_hosts_only(memdir, template) -> None:
+    from fastapi.testclient import TestClient
+
+    from procvision.commands.serve import build_app, build_parser
+
+    cfg = build_parser().parse_args(["--memory", str(memdir), "--token-file", str(template["token"]),
+                                     "--device", "cpu", "--threads", "1"])  # fmt: skip
+    app, state = build_app(cfg)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/health").json()["count"] == 12
+        assert c.get("/health", headers={"Host": "localhost:8000"}).status_code == 200
+        r = c.get("/items", headers={"Host": "attacker.example"})
+        assert r.status_code == 400 and "not served" in r.json()["detail"]
+        assert c.delete("/items/3", headers=auth()).status_code == 200  # the token file works
+    open_cfg = build_parser().parse_args(["--memory", str(memdir), "--allowed-hosts", "*"])
+    with TestClient(build_app(open_cfg)[0]) as c:
+        assert c.get("/health").json()["read_only"] is True
