@@ -340,7 +340,7 @@ def create_app(state: MemoryState, config: ServeConfig | None = None) -> FastAPI
         ] = None,
         method: Annotated[str | None, Query(description="weighted, plurality or rank")] = None,
         T: Annotated[float | None, Query(description="temperature of the weighted vote")] = None,
-    ) -> dict[str, Any]:
+    ) -> JSONResponse:
         k, method, T = vote_params(k, method, T)
         job = Job(await read_uploads(files), k, method, T)
         if batcher is not None:
@@ -349,7 +349,7 @@ def create_app(state: MemoryState, config: ServeConfig | None = None) -> FastAPI
             answer = (await run_in_threadpool(run_jobs, state, [job], cfg.limits))[0]
             if isinstance(answer, ImageRejected):
                 raise answer
-        return answer
+        return JSONResponse(answer)  # already the documented shape: skip re-validating it
 
     @app.post("/items", response_model=AddResponse, dependencies=[Depends(writer)],
               summary="add uploaded images with labels")  # fmt: skip
