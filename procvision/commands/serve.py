@@ -47,6 +47,8 @@ def build_parser() -> ArgumentParser:
                    help="Host headers to answer (default: localhost, 127.0.0.1, ::1 and --host; '*': any)")  # fmt: skip
     p.add_argument("--threads", type=int | None, default=None,
                    help="CPU threads for torch and faiss (default: their own choice)")  # fmt: skip
+    p.add_argument("--keep-alive", type=float, default=5.0,
+                   help="seconds an idle keep-alive connection stays open")  # fmt: skip
     p.add_argument("--log-level", type=str, default="info")
     p.add_argument("--access-log", type=bool, default=True, help="log every request")
     return p
@@ -166,8 +168,9 @@ def _run(cfg: Namespace) -> int:
         print(f"{PROG}: warning: --host {cfg.host} is reachable from the network; the service has "
               "no TLS: put it behind a TLS proxy", file=sys.stderr)  # fmt: skip
     uvicorn.run(
-        app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=cfg.access_log
-    )
+        app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=cfg.access_log,
+        timeout_keep_alive=cfg.keep_alive,
+    )  # fmt: skip
     return 0
 
 
