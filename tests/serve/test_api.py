@@ -373,3 +373,24 @@ def test_privacy_job_on_operator_dataset_and_bad_requests(make_client, template)
     assert_error(c.post("/privacy"), 400, "either")
     assert_error(c.post("/privacy", files=files(_png(query_png()))), 400, "labels")
     assert_error(c.get("/jobs/nope"), 404)
+
+
+def test_an_emptied_memory_is_a_valid_state(make_client) -> None:
+    c = make_client()
+    rec = c.post(
+        "/items/forget", headers=auth(), json={"source_pattern": "*", "reason": "all"}
+    ).json()
+    assert rec["count"] == 12 and rec["n_after"] == 0
+    out = c.post("/classify", files=files(_png(query_png()))).json()
+    assert out["count"] == 0 and out["results"][0]["prediction"] is None
+    assert out["results"][0]["neighbours"] == [] and out["results"][0]["scores"] == {}
+    assert c.get("/items").json()["total"] == 0 and c.get("/health").json()["count"] == 0
+    assert_error(
+        c.post("/privacy", files=files(_png(query_png())), data={"labels": ["red"]}), 409, "empty"
+    )
+    add = c.post("/items", headers=auth(), files=files(_png(query_png())), data={"labels": ["red"]})
+    assert add.status_code == 200 and add.json()["n_after"] == 1
+    assert (
+        c.post("/classify", files=files(_png(query_png()))).json()["results"][0]["prediction"]
+        == "red"
+    )
