@@ -122,38 +122,63 @@ class Server:
         self.log.close()
 
 
+def classify_request(host: str, png: bytes) -> bytes:
+    """A keep-alive HTTP/1.1 multipart POST /classify of one PNG, as raw bytes."""
+    boundary = "procvisionbench"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"q.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + png + f"\r\n--{boundary}--\r\n".encode()  # fmt: skip
+    head = (f"POST /classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; "
+            f"boundary={boundary}\r\nContent-Length: {len(body)}\r\n\r\n").encode()  # fmt: skip
+    return head + body
+
+
+async def _roundtrip(reader, writer, request: bytes) -> int:
+    writer.write(request)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    await reader.readexactly(length)
+    return status
+
+
 async def load(url: str, clients: int, seconds: float, pngs: list[bytes]) -> dict:
-    """`clients` concurrent loops of one-image classify requests for `seconds` (one shared
-    connection pool, created and warmed up before the clock starts)."""
+    """`clients` concurrent keep-alive connections, each sending one-image classify requests
+    back to back for `seconds` (a minimal raw HTTP/1.1 client, so that the client's own cost
+    stays small beside the server's; connections are opened and warmed up before the clock)."""
+    host = url.split("//", 1)[1]
+    name, port = host.rsplit(":", 1)
+    requests = [classify_request(host, p) for p in pngs]
+    conns = [await asyncio.open_connection(name, int(port)) for _ in range(clients)]
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as http:
-
-        async def one(i: int) -> None:
-            nonlocal errors
-            files = [("files", ("q.png", pngs[i % len(pngs)], "image/png"))]
-            t = time.perf_counter()
-            try:
-                r = await http.post("/classify", files=files)
-                errors += r.status_code != 200
-            except httpx.TransportError:
-                errors += 1
-            latencies.append(time.perf_counter() - t)
-
-        await asyncio.gather(*(one(c) for c in range(clients)))  # open the connections
-        latencies.clear()
+    try:
+        await asyncio.gather(*(_roundtrip(r, w, requests[0]) for r, w in conns))
         stop = time.perf_counter() + seconds
 
         async def client(c: int) -> None:
+            nonlocal errors
+            reader, writer = conns[c]
             i = c
             while time.perf_counter() < stop:
-                await one(i)
+                t = time.perf_counter()
+                try:
+                    errors += await _roundtrip(reader, writer, requests[i % len(requests)]) != 200
+                except (OSError, asyncio.IncompleteReadError):
+                    errors += 1
+                    reader, writer = await asyncio.open_connection(name, int(port))
+                latencies.append(time.perf_counter() - t)
                 i += clients
 
         t0 = time.perf_counter()
         await asyncio.gather(*(client(c) for c in range(clients)))
         wall = time.perf_counter() - t0
+    finally:
+        for _, w in conns:
+            w.close()
     lat = np.asarray(latencies)
     return {
         "clients": clients,
