@@ -6,6 +6,8 @@ VENV := $(if $(VIRTUAL_ENV),$(VIRTUAL_ENV),$(CURDIR)/.venv)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.procvision-installed
 APT_PACKAGES := dataset-fashion-mnist libegl1 libegl-mesa0 libgl1-mesa-dri libgbm1
+# procvision serve's browser test (headless Chromium driven by selenium)
+APT_PACKAGES += chromium chromium-driver
 
 .PHONY: setup system-deps test lint format demo bench clean
 
@@ -20,7 +22,7 @@ system-deps:
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,glsl]'
+	$(BIN)/python -m pip install -q -e '.[dev,glsl,serve]'
 	@touch $(STAMP)
 
 setup: system-deps $(STAMP)

@@ -40,7 +40,7 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "segment": (
         "procvision.commands.segment",
-        "zero-shot segmentation R^2 of a backbone on Pascal VOC",
+        "segmentation with frozen features: R^2, in-context, k-NN, K-means, Gestalt",
     ),
     "linear": (
         "procvision.commands.linear",
@@ -53,6 +53,10 @@ TOOL_COMMANDS: dict[str, tuple[str, str]] = {
     "report": (
         "procvision.commands.report",
         "the paper's tables and plots from evaluation JSONs of several runs",
+    ),
+    "serve": (
+        "procvision.commands.serve",
+        "the visual memory as an HTTP service with a web explorer (classify, explain, edit)",
     ),
 }
 
