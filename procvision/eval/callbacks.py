@@ -32,10 +32,10 @@ from procvision.data.datasets import RealDataset
 from procvision.data.datasets.datamodule import EvalSet, with_split
 from procvision.eval.cache import shared_cache
 from procvision.eval.embed import Embedded, resolve_precision
-from procvision.eval.knn import DEFAULT_KS, DEFAULT_T, build_memory, knn_results
+from procvision.eval.knn import DEFAULT_KS, DEFAULT_T, knn_results
 from procvision.eval.report import knn_table
 from procvision.eval.visualise import neighbour_panel
-from procvision.memory import knn_predict, privacy_audit
+from procvision.memory import build_memory, knn_predict, privacy_audit
 from procvision.memory.privacy import privacy_metrics
 from procvision.memory.unlearn import forget_sample, unlearning_check
 

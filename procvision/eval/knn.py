@@ -14,28 +14,10 @@ import numpy as np
 import torch
 
 from procvision.constants import PAPER_T
-from procvision.memory import METHODS, PAPER_KS, VisualMemory, knn_sweep
+from procvision.memory import METHODS, PAPER_KS, VisualMemory, build_memory, knn_sweep
 
 DEFAULT_KS = PAPER_KS  # 1, 2, 3, 4, 5, 10, 20, 100, 200
 DEFAULT_T = PAPER_T
-
-
-def build_memory(
-    embeddings: Any,
-    labels: Any,
-    engine: str = "auto",
-    fingerprint: str | None = None,
-    class_names: Sequence[str] | None = None,
-    metadata: list[dict | None] | None = None,
-) -> VisualMemory:
-    """A `VisualMemory` holding `embeddings` [N, D] with `labels` [N] (ids 0..N-1)."""
-    emb = _np(embeddings, np.float32)
-    if emb.ndim != 2 or emb.shape[0] == 0:
-        raise ValueError(f"memory embeddings: expected a non-empty [N, D] array, got {emb.shape}")
-    names = list(class_names) if class_names is not None else None
-    memory = VisualMemory(emb.shape[1], engine=engine, fingerprint=fingerprint, class_names=names)
-    memory.add(emb, _np(labels, np.int64), metadata=metadata)
-    return memory
 
 
 def flatten_sweep(sweep: dict) -> dict[str, float]:
@@ -73,7 +55,7 @@ def knn_evaluate(
         T: temperature of "weighted".
         engine: VisualMemory engine ("auto", "faiss", "torch").
     """
-    memory = build_memory(memory_emb, memory_labels, engine)
+    memory = build_memory(memory_emb, memory_labels, engine=engine, allow_empty=False)
     return knn_results(memory, query_emb, query_labels, ks, methods, T)
 
 

@@ -215,10 +215,18 @@ _UNKNOWN_TRANSFORM = {
 }
 
 
-def recipe_for(spec: str, backbone, transform: EvalTransform, vote: dict | None = None) -> dict:
+def recipe_for(
+    spec: str | None,
+    backbone,
+    transform: EvalTransform,
+    vote: dict | None = None,
+    precision: str = "fp32",
+) -> dict:
     """The recipe of items embedded by `backbone` (from `spec`) through `transform` (CLS token
-    after the final norm, fp32: what `embed_dataset` computes)."""
-    return make_recipe(spec, backbone.fingerprint(), transform_to_dict(transform), vote=vote)
+    after the final norm, in `precision`: what `embed_dataset` computes)."""
+    return make_recipe(
+        spec, backbone.fingerprint(), transform_to_dict(transform), precision=precision, vote=vote
+    )
 
 
 def check_backbone(memory: VisualMemory, backbone, where: str) -> str:

@@ -133,7 +133,7 @@ def fashion_mnist_knn_report(
 
     m_emb, m_lab = run("model", with_model(backbone))
     if memory_dir is not None:
-        save_memory_of(memory_dir, memory, m_emb, m_lab, backbone.fingerprint(), spec, transform)
+        save_memory_of(memory_dir, memory, m_emb, m_lab, backbone, spec, transform, used)
     random_init = None
     if config:
         if spec is not None and not spec.startswith("random:"):
@@ -160,18 +160,21 @@ def save_memory_of(
     dataset,
     embeddings: torch.Tensor,
     labels: torch.Tensor,
-    fingerprint: str,
+    backbone,
     backbone_spec: str | None,
     transform,
+    precision: str = "fp32",
 ) -> Path:
-    """Save embeddings of every item of `dataset` as a memory with full per-item provenance."""
-    from procvision.eval.recipe import item_metadata, transform_to_str
-    from procvision.memory import VisualMemory
+    """Save embeddings of every item of `dataset` as a memory with full per-item provenance and
+    the recipe they were made with (backbone, transform, precision)."""
+    from procvision.eval.recipe import item_metadata, recipe_for, transform_to_str
+    from procvision.memory import build_memory
 
     tstr = transform_to_str(transform)
     meta = [item_metadata(dataset, i, backbone_spec, tstr) for i in range(len(dataset))]
-    mem = VisualMemory(
-        embeddings.shape[1], fingerprint=fingerprint, class_names=dataset.class_names
-    )
-    mem.add(embeddings, labels, metadata=meta)
+    mem = build_memory(
+        embeddings, labels, metadata=meta, fingerprint=backbone.fingerprint(),
+        class_names=dataset.class_names,
+        recipe=recipe_for(backbone_spec, backbone, transform, precision=precision),
+    )  # fmt: skip
     return mem.save(directory)

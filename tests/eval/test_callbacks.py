@@ -20,8 +20,8 @@ from procvision.eval.callbacks import (
     run_on_rank_zero,
 )
 from procvision.eval.embed import embed_dataset
-from procvision.eval.knn import build_memory, knn_evaluate
-from procvision.memory import privacy_audit
+from procvision.eval.knn import knn_evaluate
+from procvision.memory import build_memory, privacy_audit
 from procvision.memory.privacy import privacy_metrics
 from procvision.models.module import DINOModule
 from tests.fixtures_real import make_idx_root

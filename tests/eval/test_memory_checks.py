@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from procvision.eval.knn import build_memory
-from procvision.memory import VisualMemory
+from procvision.memory import VisualMemory, build_memory
 from procvision.memory.privacy import privacy_metrics
 from procvision.memory.unlearn import forget_sample, unlearning_check
 
