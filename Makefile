@@ -47,6 +47,10 @@ bench: setup
 	$(BIN)/python scripts/bench_memory.py
 	$(BIN)/python scripts/bench_privacy.py
 	$(BIN)/python scripts/bench_train.py
+	$(BIN)/python scripts/bench_eval.py
+	$(BIN)/python scripts/bench_lock.py
+	$(BIN)/python scripts/bench_segmentation.py
+	$(BIN)/python scripts/bench_serve.py
 
 clean:
 	rm -rf demo_out lightning_logs .pytest_cache
