@@ -67,12 +67,13 @@ def test_concurrent_classify_add_forget_lose_nothing(memdir) -> None:
             with httpx.Client(base_url=url, timeout=60, headers=auth()) as c:
                 while time.monotonic() < stop:
                     ids = [i["id"] for i in c.get("/items?limit=1000").json()["items"]]
-                    # never the highest id: today's memory gives max+1 to the next add
-                    pool = sorted(ids)[:-1]
-                    if len(pool) < 4:
+                    if len(ids) < 4:
                         time.sleep(0.01)
                         continue
-                    pick = rnd.sample(pool, 2)
+                    # the highest id too, every other round: ids are never reused (issue 11)
+                    pick = rnd.sample(ids, 2)
+                    if sent["forget"] % 2 and max(ids) not in pick:
+                        pick[0] = max(ids)
                     r = c.post("/items/forget", json={"ids": pick, "reason": "load test"})
                     with lock:
                         sent["forget"] += 1
@@ -93,6 +94,8 @@ def test_concurrent_classify_add_forget_lose_nothing(memdir) -> None:
     assert not failures, failures[:5]
     assert sent["classify"] == len(reads) >= CLASSIFIERS and sent["add"] == len(added) >= 1
     assert sent["forget"] == len(forgets) >= 1
+    # ids are never reused, also after the highest id was forgotten
+    assert len(set(added)) == len(added) and not set(added) & initial
     # every forget holds: no request that started after a forget answered sees a removed id
     for done, removed in forgets:
         for start, seen in reads:
