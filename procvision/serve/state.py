@@ -29,12 +29,12 @@ import numpy as np
 import torch
 
 from procvision.data.datasets import EvalTransform
-from procvision.eval.embed import Precision, embed_batch
+from procvision.eval.embed import embed_batch
 from procvision.eval.recipe import (
     class_table,
     default_vote_of,
     memory_backbone,
-    memory_recipe,
+    recipe_precision,
     set_class_names,
     transform_to_str,
 )
@@ -65,13 +65,6 @@ def vote_defaults(memory: VisualMemory) -> dict[str, Any]:
     """The memory's default vote {k, method, T}: its recipe's (`eval.recipe.default_vote_of`,
     kept when the memory is emptied), else the paper's (k=20, weighted, T=0.07)."""
     return default_vote_of(memory)
-
-
-def recipe_precision(memory: VisualMemory) -> Precision:
-    """The precision the memory's items were embedded in (recipe "features.precision"; "fp32"
-    for a memory whose recipe records none): every query is embedded the same way."""
-    features = (memory_recipe(memory) or {}).get("features") or {}
-    return "bf16" if features.get("precision") == "bf16" else "fp32"
 
 
 @dataclass(frozen=True)
@@ -172,7 +165,7 @@ class MemoryState:
         self._snap = self._load()
         snap = self._snap
         self.backbone, self.spec, self.transform = memory_backbone(snap.memory, backbone, device)
-        self.precision: Precision = recipe_precision(snap.memory)
+        self.precision = recipe_precision(snap.memory)  # queries embed as the items did
         self.fingerprint = self.backbone.fingerprint()  # once: hashing the weights is not free
         self.transform_str = transform_to_str(self.transform)
 
@@ -210,7 +203,7 @@ class MemoryState:
         """Backbone CLS embeddings of a prepared batch [B, 3, H, W] -> float32 [B, D], unit rows,
         in the recipe's precision (`embed_batch`, as the memory's items were embedded)."""
         with torch.inference_mode():
-            q = embed_batch(self.backbone, x.to(self.device), "cls", self.precision)
+            q = embed_batch(self.backbone, x.to(self.device), "cls", self.precision)  # type: ignore[arg-type]
             return q.cpu().numpy()
 
     def audit(self) -> list[dict]:
