@@ -52,6 +52,8 @@ def test_health_reports_memory_backbone_and_hashes(make_client, memdir) -> None:
     assert h["device"] == "cpu" and h["read_only"] is False
     assert h["vote_defaults"] == {"k": 20, "method": "weighted", "T": 0.07}
     assert h["lock_file"].endswith("/.mem.lock")
+    assert h["precision"] == mem.recipe["features"]["precision"]  # what `build` recorded
+    assert h["backbone"] == mem.recipe["backbone"]["spec"]
 
 
 def test_page_static_and_openapi(make_client) -> None:
