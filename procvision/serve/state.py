@@ -9,6 +9,12 @@ item is never served again from RAM. The service's own writes run under the memo
 snapshot before they return; reads in flight meanwhile keep the previous snapshot (they began
 before the write was acknowledged), so a write blocks readers only for the pointer swap.
 
+The recipe comes from `procvision.eval.recipe` (MEM's manifest record, kept when the memory is
+emptied): the backbone (`memory_backbone`), the default vote (`default_vote_of`) and the precision
+queries are embedded in (`recipe_precision`, the one `memory build` recorded). Uploaded images keep
+their bytes in the memory's blobs/ (`VisualMemory.add_blob` / `read_blob`: checksummed, hard-linked
+between versions, shredded once a forget leaves no item referencing them).
+
 Nothing else in `procvision.serve` imports the memory's persistence or lock functions.
 """
 
