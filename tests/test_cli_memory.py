@@ -12,7 +12,7 @@ import torch
 
 from procvision.cli import main
 from procvision.data.datasets import EvalTransform, ImageFolder
-from procvision.eval.embed import embed_dataset
+from procvision.eval.embed import embed_batch, embed_dataset, resolve_precision
 from procvision.memory import VisualMemory, read_audit
 from procvision.models import export_backbone, load_backbone, random_backbone
 from tests.fixtures_real import TINY_BACKBONE as TINY
@@ -71,7 +71,12 @@ def test_build_info_add_classify_remove_forget(world, capsys, tmp_path: Path) ->
         and meta[0]["transform"] == "crop:16:0.875:bicubic:imagenet"
     )
     # the stored rows are the backbone's normalised CLS of the same images
-    ref, ref_labels = embed_dataset(backbone, torch.utils.data.Subset(ds, kept), progress=False)
+    # (in the precision `--precision auto` resolved to, which the recipe records)
+    precision = mem.recipe["features"]["precision"]
+    assert precision == resolve_precision("auto", "cpu")
+    ref, ref_labels = embed_dataset(
+        backbone, torch.utils.data.Subset(ds, kept), progress=False, precision=precision
+    )
     np.testing.assert_allclose(mem.embeddings, ref.numpy(), atol=1e-6)
     assert mem.labels.tolist() == ref_labels.tolist()
 
@@ -219,6 +224,51 @@ def test_recipe_recorded_and_a_different_one_refused(world, capsys, tmp_path: Pa
     mem = VisualMemory.load(mem_dir)
     assert mem.recipe["transform"]["size"] == 32 and len(mem) == 8
     assert {m["transform"] for m in mem.metadata_of(mem.ids)} == {"crop:32:0.875:bicubic:imagenet"}
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_recipe_precision_is_honoured_by_build_add_and_classify(
+    world, capsys, tmp_path: Path, precision: str
+) -> None:
+    other = {"fp32": "bf16", "bf16": "fp32"}[precision]
+    mem_dir = _small(world, capsys, tmp_path / "mem", "--precision", precision)
+    mem = VisualMemory.load(mem_dir)
+    assert mem.recipe["features"] == {"kind": "cls", "precision": precision}
+    backbone = load_backbone(world["export"])
+    ds = ImageFolder(world["extra"], transform=EvalTransform(16, "crop"))
+    want = embed_dataset(backbone, ds, progress=False, precision=precision)[0].numpy()
+    np.testing.assert_allclose(mem.embeddings, want, atol=1e-6)
+    unlike = embed_dataset(backbone, ds, progress=False, precision=other)[0].numpy()
+    assert np.abs(mem.embeddings - unlike).max() > 1e-4  # the two precisions really differ
+    # add embeds the new items in the recipe's precision (no recipe mismatch)
+    rc, out, err = run(capsys, "add", "--memory", str(mem_dir), "--dataset",
+                       f"imagefolder:{world['extra']}")  # fmt: skip
+    assert rc == 0, err
+    mem = VisualMemory.load(mem_dir)
+    assert len(mem) == 2 * len(ds) and mem.recipe["features"]["precision"] == precision
+    np.testing.assert_allclose(mem.embeddings[len(ds) :], want, atol=1e-6)
+    # classify embeds the query in it: its similarities are those of the recipe's precision
+    query = ds.paths[0]
+    rc, out, err = run(capsys, "classify", "--memory", str(mem_dir), query, "--json", "--k", "8")
+    assert rc == 0, err
+    sims = {nb["id"]: nb["similarity"] for nb in json.loads(out)[0]["neighbours"]}
+    with torch.inference_mode():
+        x = ds[0][0][None]
+        q = embed_batch(backbone, x, "cls", precision).numpy()[0]
+        q_other = embed_batch(backbone, x, "cls", other).numpy()[0]
+    for i, s in sims.items():
+        row = mem.embeddings[int(np.flatnonzero(mem.ids == i)[0])]
+        assert s == pytest.approx(float(row @ q), abs=1e-5)
+    assert max(abs(s - float(mem.embeddings[int(np.flatnonzero(mem.ids == i)[0])] @ q_other))
+               for i, s in sims.items()) > 1e-5  # fmt: skip
+
+
+def test_build_precision_flag_is_checked(world, capsys, tmp_path: Path) -> None:
+    rc, _, err = run(capsys, "build", "--backbone", str(world["export"]), "--dataset",
+                     f"imagefolder:{world['extra']}", "--out", str(tmp_path / "m"),
+                     "--precision", "fp16")  # fmt: skip
+    assert rc == 2 and "--precision" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()
 
 
 def test_recipe_override_refuses_unreadable_sources(world, capsys, tmp_path: Path) -> None:

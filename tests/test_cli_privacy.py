@@ -31,7 +31,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     queries = make_image_folder(root / "queries", per_class=4, odd_modes=False)
     mem = root / "mem"
     rc = main(["memory", "build", "--backbone", "random:" + json.dumps(TINY), "--dataset", f"imagefolder:{fold}",
-               "--out", str(mem)])  # fmt: skip
+               "--out", str(mem), "--precision", "bf16"])  # fmt: skip
     assert rc == 0
     return {"root": root, "memory": mem, "queries": queries}
 
@@ -48,14 +48,17 @@ def test_privacy_cli_matches_library_and_brute_force(world, capsys, tmp_path: Pa
         and "non-private (exact leave-one-out)" in out
         and "paper's variant" in out
     )
-    # reference: embed the queries by hand and run the library's audit and brute force
+    # reference: embed the queries by hand (in the recipe's precision, bf16 here) and run the
+    # library's audit and brute force
     mem = VisualMemory.load(world["memory"])
+    assert mem.recipe["features"]["precision"] == "bf16"
     ds = ImageFolder(world["queries"], transform=EvalTransform(16, "crop"))
-    q, labels = embed_dataset(random_backbone(seed=0, **TINY), ds, progress=False)
+    q, labels = embed_dataset(random_backbone(seed=0, **TINY), ds, progress=False, precision="bf16")
     audit = privacy_audit(mem, q.numpy(), labels.numpy(), k=3)
     brute = brute_force_loo(mem, q.numpy(), k=3)
     assert brute["flip_sets"] == audit["flip_sets"] and audit["non_private_count"] > 0
     saved = json.loads(json_path.read_text())
+    assert saved["precision"] == "bf16"
     assert (
         saved["non_private_ids"] == audit["non_private_ids"]
         and saved["flip_sets"] == audit["flip_sets"]

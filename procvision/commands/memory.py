@@ -43,7 +43,7 @@ from procvision.data.datasets import (
 from procvision.data.datasets.base import file_sha256
 from procvision.data.datasets.registry import parse_dataset_uri
 from procvision.eval.classify import classify_images
-from procvision.eval.embed import embed_dataset
+from procvision.eval.embed import embed_dataset, resolve_precision
 from procvision.eval.recipe import (
     check_recipe,
     class_table,
@@ -55,6 +55,7 @@ from procvision.eval.recipe import (
     memory_backbone,
     memory_recipe,
     recipe_for,
+    recipe_precision,
     resolve_spec,
     set_class_names,
     transform_to_dict,
@@ -159,6 +160,10 @@ def build_parser() -> ArgumentParser:
         "--method", type=str, default="weighted", help=f"default vote: {', '.join(METHODS)}"
     )
     p.add_argument("--T", type=float, default=PAPER_T, help="default vote: temperature")
+    p.add_argument("--precision", type=str, default="auto",
+                   help="auto (bf16 on CUDA and on CPUs with native bf16, else fp32; as validate "
+                        "and the demo), fp32 or bf16: recorded in the recipe, so every later add, "
+                        "classify, privacy and the service embed the same way")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing memory at --out (only a procvision memory)")  # fmt: skip
     _common_args(p, True)
@@ -283,15 +288,20 @@ def open_items(cfg: Namespace, transform: EvalTransform) -> RealDataset:
 
 
 def embed_items(
-    cfg: Namespace, backbone, dataset: RealDataset, spec: str, transform: EvalTransform
+    cfg: Namespace,
+    backbone,
+    dataset: RealDataset,
+    spec: str,
+    transform: EvalTransform,
+    precision: str = "fp32",
 ):
-    """Embed `dataset`; returns (embeddings, labels as dataset label indices, metadata, skipped sources)."""
+    """Embed `dataset` (CLS in `precision`); returns (embeddings, labels as dataset label
+    indices, metadata, skipped sources)."""
     t0 = time.perf_counter()
     with warnings.catch_warnings():  # skipped files are listed at the end instead
         warnings.simplefilter("ignore", CorruptImageWarning)
-        out = embed_dataset(
-            backbone, dataset, cfg.batch_size, cfg.device, True, cfg.num_workers, True, "embed"
-        )
+        out = embed_dataset(backbone, dataset, cfg.batch_size, cfg.device, True, cfg.num_workers,
+                            True, "embed", precision=precision)  # type: ignore[arg-type]  # fmt: skip
     tstr = transform_to_str(transform)
     meta = [
         item_metadata(dataset, int(i), spec, tstr)
@@ -307,6 +317,15 @@ def _report_skipped(skipped: list[str]) -> None:
         _out(f"skipped {len(skipped)} corrupt image(s):")
         for s in skipped:
             _out(f"  {s}")
+
+
+def precision_of(text: str, device: str) -> str:
+    """`--precision` resolved for `device` (`eval.embed.resolve_precision`: auto -> bf16 on CUDA
+    and on CPUs with native bf16, else fp32); a bad value is the user's error."""
+    try:
+        return resolve_precision(text, device)
+    except ValueError as err:
+        raise InvalidArgument(f"--precision: {err}") from err
 
 
 # ---------------------------------------------------------------- subcommands
@@ -335,6 +354,7 @@ def cmd_build(cfg: Namespace) -> int:
     out = _check_out(cfg)
     check_dataset_args(cfg)
     vote = default_vote(cfg.k, cfg.method, cfg.T)
+    precision = precision_of(cfg.precision, cfg.device)
     key = hmac_key_of(cfg, cfg.out)
     spec = resolve_spec(cfg.backbone, cfg.image_size, cfg.patch_size, cfg.seed, cfg.backbone_kwargs)
     with writer_lock(out, cfg.wait, create=True):
@@ -342,12 +362,12 @@ def cmd_build(cfg: Namespace) -> int:
         size = cfg.image_size or int(backbone.config.get("img_size", 224))
         transform = make_transform(size, cfg.resize_policy or default_policy(cfg.dataset))
         dataset = open_items(cfg, transform)
-        _out(f"building memory from {cfg.dataset} ({len(dataset)} items) with {spec}")
-        emb, labels, meta, skipped = embed_items(cfg, backbone, dataset, spec, transform)
+        _out(f"building memory from {cfg.dataset} ({len(dataset)} items) with {spec} ({precision})")
+        emb, labels, meta, skipped = embed_items(cfg, backbone, dataset, spec, transform, precision)
         mem = build_memory(emb, labels,
                            metadata=meta, engine=cfg.engine, fingerprint=backbone.fingerprint(),
                            class_names=dataset.class_names,
-                           recipe=recipe_for(spec, backbone, transform, vote))  # fmt: skip
+                           recipe=recipe_for(spec, backbone, transform, vote, precision))  # fmt: skip
         _check_out(cfg)  # nothing appeared at --out while embedding
         mem.save(out, shred_old=cfg.overwrite, hmac_key=key)
     _out(f"memory: {out} ({len(mem)} items, {len(dataset.class_names)} classes, dim {mem.dim})")
@@ -374,15 +394,16 @@ def cmd_add(cfg: Namespace) -> int:
             raise RecipeMismatch(f"{err}; or pass --recipe-override to re-embed every item "
                                  "with this backbone") from err  # fmt: skip
         transform = _override_transform(cfg, transform)
-        new = recipe_for(spec, backbone, transform, default_vote_of(mem))
+        precision = recipe_precision(mem)  # new items embed as the memory's did
+        new = recipe_for(spec, backbone, transform, default_vote_of(mem), precision)
         fix = ("rebuild the memory with `procvision memory build` for this recipe, or pass "
                "--recipe-override to re-embed every item with it")  # fmt: skip
         diff = check_recipe(mem, new, "" if cfg.recipe_override else fix)
         if cfg.recipe_override and diff:
-            _reembed(cfg, mem, backbone, spec, transform)
+            _reembed(cfg, mem, backbone, spec, transform, precision)
             report["recipe"] = diff
         dataset = open_items(cfg, transform)
-        emb, labels, meta, skipped = embed_items(cfg, backbone, dataset, spec, transform)
+        emb, labels, meta, skipped = embed_items(cfg, backbone, dataset, spec, transform, precision)
         table, remap = class_table(mem, dataset.class_names)
         new_classes = table[len(mem.class_names or []) :]
         if new_classes:
@@ -423,7 +444,9 @@ class _SourceImages(RealDataset):
         return file_sha256(self.paths[index])
 
 
-def _reembed(cfg: Namespace, mem: VisualMemory, backbone, spec: str, transform) -> None:
+def _reembed(
+    cfg: Namespace, mem: VisualMemory, backbone, spec: str, transform, precision: str = "fp32"
+) -> None:
     """Replace every item's embedding by the new recipe's, keeping ids, labels and provenance;
     refused, listing them, if a source is not a readable file with the recorded sha256."""
     meta = mem.metadata_of(mem.ids)
@@ -440,7 +463,7 @@ def _reembed(cfg: Namespace, mem: VisualMemory, backbone, spec: str, transform) 
         )
     ds = _SourceImages([m["source"] for m in meta], np.asarray(mem.labels), transform)
     emb, _ = embed_dataset(backbone, ds, cfg.batch_size, cfg.device, True, cfg.num_workers,
-                           desc="re-embed")  # fmt: skip
+                           desc="re-embed", precision=precision)  # type: ignore[arg-type]  # fmt: skip
     tstr = transform_to_str(transform)
     new_meta = [{**m, "backbone": spec, "transform": tstr} for m in meta]
     mem.replace_embeddings(emb, new_meta, backbone.fingerprint())
@@ -536,7 +559,8 @@ def cmd_classify(cfg: Namespace) -> int:
               f"memory's recipe ({transform_to_dict(recorded)} -> {transform_to_dict(transform)}); "
               "queries are prepared unlike the memory's items", file=sys.stderr)  # fmt: skip
     results = classify_images(mem, backbone, transform, cfg.images, vote["k"], vote["method"],
-                              vote["T"], cfg.device, cfg.skip_corrupt)  # fmt: skip
+                              vote["T"], cfg.device, cfg.skip_corrupt,
+                              recipe_precision(mem))  # fmt: skip
     if cfg.json:
         _out(json.dumps(results, indent=2))
         return 0

@@ -31,7 +31,7 @@ from procvision.commands.memory import (
 from procvision.constants import PAPER_T
 from procvision.data.datasets import CorruptImageWarning, open_dataset, seeded_subset
 from procvision.eval.embed import embed_dataset
-from procvision.eval.recipe import default_vote_of, memory_backbone
+from procvision.eval.recipe import default_vote_of, memory_backbone, recipe_precision
 from procvision.memory import METHODS, InvalidArgument, brute_force_loo, privacy_audit
 from procvision.memory.recipe import default_vote
 
@@ -128,13 +128,13 @@ def _run(cfg: Namespace) -> int:
     if transform != recorded:
         print("procvision privacy: warning: --image-size/--resize-policy override the memory's "
               "recipe; queries are prepared unlike the memory's items", file=sys.stderr)  # fmt: skip
+    precision = recipe_precision(mem)  # queries embed as the memory's items did
     ds = open_dataset(cfg.queries, cfg.split, transform, cfg.skip_corrupt)
     ds = seeded_subset(ds, cfg.max_queries, cfg.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CorruptImageWarning)
-        out = embed_dataset(
-            backbone, ds, cfg.batch_size, cfg.device, True, cfg.num_workers, True, "queries"
-        )
+        out = embed_dataset(backbone, ds, cfg.batch_size, cfg.device, True, cfg.num_workers,
+                            True, "queries", precision=precision)  # type: ignore[arg-type]  # fmt: skip
     labels = _query_labels(mem.class_names, ds)[out.indices.numpy()]
     queries = out.embeddings.numpy()
     t0 = time.perf_counter()
@@ -164,7 +164,7 @@ def _run(cfg: Namespace) -> int:
         )
         print(f"wrote {cfg.csv}")
     if cfg.json:
-        write_json_atomic(cfg.json, {**audit, "query_sources": [ds.source(int(i)) for i in out.indices],
+        write_json_atomic(cfg.json, {**audit, "precision": precision, "query_sources": [ds.source(int(i)) for i in out.indices],
                                      "skipped_queries": [ds.source(i) for i in out.skipped]})  # fmt: skip
         print(f"wrote {cfg.json}")
     if out.skipped:

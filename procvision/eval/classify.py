@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from procvision.data.datasets import CorruptImageError, EvalTransform, open_image
+from procvision.eval.embed import embed_batch
 from procvision.memory import (
     METHODS,
     InvalidArgument,
@@ -29,13 +30,16 @@ def classify_images(
     T: float,
     device: str,
     skip_corrupt: bool = False,
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """Prediction, class scores and the k neighbours (id, label, similarity, weight, source) per image.
 
     Scores and weights are shares of the query's total vote; neighbours come in rank order
     (similarity desc, id asc), so every decision can be traced to the memory items behind it.
     An empty memory predicts nothing (prediction None, no neighbours). With `skip_corrupt`, an
-    undecodable image gets {"image", "error"} instead of raising CorruptImageError.
+    undecodable image gets {"image", "error"} instead of raising CorruptImageError. Queries are
+    embedded with `embed_batch` in `precision` ("fp32"/"bf16": the memory recipe's, see
+    `eval.recipe.recipe_precision`).
     """
     if method not in METHODS:
         raise InvalidArgument(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -49,14 +53,16 @@ def classify_images(
                 raise
             errors[i] = str(err)
     done = _classify(mem, backbone, [images[i] for i in sorted(images)],
-                     [paths[i] for i in sorted(images)], k, method, T, device)  # fmt: skip
+                     [paths[i] for i in sorted(images)], k, method, T, device, precision)  # fmt: skip
     it = iter(done)
     return [
         {"image": p, "error": errors[i]} if i in errors else next(it) for i, p in enumerate(paths)
     ]
 
 
-def _classify(mem, backbone, images, paths, k, method, T, device) -> list[dict[str, Any]]:
+def _classify(
+    mem, backbone, images, paths, k, method, T, device, precision
+) -> list[dict[str, Any]]:
     if not images:
         return []
     if len(mem) == 0:  # an empty memory (e.g. everything forgotten) is valid and predicts nothing
@@ -69,7 +75,7 @@ def _classify(mem, backbone, images, paths, k, method, T, device) -> list[dict[s
         )
     x = torch.stack(images).to(device)
     with torch.inference_mode():
-        q = torch.nn.functional.normalize(backbone(x).float(), dim=1).cpu().numpy()
+        q = embed_batch(backbone, x, "cls", precision).cpu().numpy()
     sims, ids = mem.search(q, k, fingerprint=backbone.fingerprint())
     classes = mem.classes
     lab_idx = map_labels(mem.labels_of(ids), classes)

@@ -310,6 +310,14 @@ def check_recipe(memory: VisualMemory, new: dict, fix: str) -> list[str]:
     return diff
 
 
+def recipe_precision(memory: VisualMemory) -> str:
+    """ "fp32" or "bf16": the precision the memory's items were embedded in (its recipe's
+    features.precision; "fp32" for a memory whose recipe records none). Every path that embeds
+    for the memory (add, classify, privacy, the service) embeds in it."""
+    features = (memory_recipe(memory) or {}).get("features") or {}
+    return "bf16" if features.get("precision") == "bf16" else "fp32"
+
+
 def default_vote_of(memory: VisualMemory) -> dict:
     """{"k", "method", "T"}: the vote recorded in the memory's recipe, else the paper's."""
     return recipe_vote(memory_recipe(memory))

@@ -272,7 +272,7 @@ def create_app(state: MemoryState, config: ServeConfig | None = None) -> FastAPI
             raise HTTPException(403, "wrong token")
 
     def vote_params(k: int | None, method: str | None, T: float | None) -> tuple[int, str, float]:
-        d = vote_defaults(state.snapshot().manifest)
+        d = vote_defaults(state.snapshot().memory)
         k = d["k"] if k is None else k
         method = d["method"] if method is None else method
         T = d["T"] if T is None else T
@@ -380,7 +380,7 @@ def create_app(state: MemoryState, config: ServeConfig | None = None) -> FastAPI
             metas.append(meta)
         try:
             return await run_in_threadpool(
-                state.add_uploads, emb, [s.strip() for s in labels], metas
+                state.add_uploads, emb, [s.strip() for s in labels], metas, blobs
             )
         except ValueError as err:  # e.g. a memory without a class-name table
             raise HTTPException(400, str(err)) from err

@@ -84,7 +84,7 @@ def explain(
             "neighbours": [
                 {"rank": int(j) + 1, "id": int(pred.ids[r, j]), "label": snap.class_name(int(lab)),
                  "source": str(m.get("source", "")), "similarity": float(pred.sims[r, j]),
-                 "weight": float(weights[r, j] / total), "uploaded": "image_b64" in m}
+                 "weight": float(weights[r, j] / total), "uploaded": "blob" in m}
                 for j, lab, m in zip(np.flatnonzero(valid), labels.tolist(), meta, strict=True)
             ],
         })  # fmt: skip

@@ -164,6 +164,9 @@ def _row_image(source: str, sha256: str | None) -> Image.Image:
 def item_image(item: dict, max_pixels: int, max_file_bytes: int = 256 << 20) -> Image.Image:
     """The image of a memory item from what the memory registered for it (see module docstring)."""
     sha = item.get("sha256")
+    if "blob_error" in item:  # an upload whose bytes are gone (forgotten meanwhile) or damaged
+        status, why = item["blob_error"]
+        raise ImageRejected(status, f"item {item['id']}: its uploaded image cannot be read ({why})")
     if "image_bytes" in item:
         data = item["image_bytes"]
         if sha and hashlib.sha256(data).hexdigest() != sha:

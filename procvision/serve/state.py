@@ -9,12 +9,17 @@ item is never served again from RAM. The service's own writes run under the memo
 snapshot before they return; reads in flight meanwhile keep the previous snapshot (they began
 before the write was acknowledged), so a write blocks readers only for the pointer swap.
 
+The recipe comes from `procvision.eval.recipe` (MEM's manifest record, kept when the memory is
+emptied): the backbone (`memory_backbone`), the default vote (`default_vote_of`) and the precision
+queries are embedded in (`recipe_precision`, the one `memory build` recorded). Uploaded images keep
+their bytes in the memory's blobs/ (`VisualMemory.add_blob` / `read_blob`: checksummed, hard-linked
+between versions, shredded once a forget leaves no item referencing them).
+
 Nothing else in `procvision.serve` imports the memory's persistence or lock functions.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
 import fnmatch
 import hashlib
@@ -29,159 +34,43 @@ from typing import Any
 import numpy as np
 import torch
 
-from procvision.constants import PAPER_K, PAPER_T
 from procvision.data.datasets import EvalTransform
+from procvision.eval.embed import embed_batch
 from procvision.eval.recipe import (
     class_table,
+    default_vote_of,
     memory_backbone,
+    recipe_precision,
     set_class_names,
     transform_to_str,
 )
-from procvision.memory import METHODS, VisualMemory, forget, read_audit
-from procvision.memory.errors import VisualMemoryError
-
-# ------------------------------------------------------------------------------------------------
-# STAND-IN for procvision.memory.lock (MEM, issue 11; API in /work/briefs/api_lock.md).
-# When MEM's module is present it is used; the `except ImportError` branch below is a minimal
-# stand-in on today's load/save (a plain fcntl lock beside the memory directory, a bounded retry
-# for readers). DELETE THE WHOLE except BRANCH AT MERGE.
-# ------------------------------------------------------------------------------------------------
-try:
-    from procvision.memory.lock import (  # type: ignore[import-not-found]
-        MemoryLocked,
-        lock_path,
-        manifest_hash,
-        read_memory,
-        update_memory,
-        writer_lock,
-    )
-except ImportError:  # pragma: no cover - exercised until MEM's lock.py is merged
-    import fcntl
-    import os
-    from contextlib import contextmanager
-
-    from procvision.memory.persist import save_memory as _save_memory
-
-    class MemoryLocked(VisualMemoryError):  # type: ignore[no-redef]
-        """Another process holds the memory's writer lock."""
-
-    def lock_path(directory: str | Path) -> Path:  # type: ignore[no-redef]
-        d = Path(directory).absolute()
-        return d.parent / f".{d.name}.lock"
-
-    @contextmanager
-    def writer_lock(directory: str | Path, wait: float | None = None):  # type: ignore[no-redef]
-        path = lock_path(directory)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            deadline = None if wait is None else time.monotonic() + float(wait)
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if deadline is None or time.monotonic() >= deadline:
-                        holder = os.pread(fd, 200, 0).decode(errors="replace").split()
-                        pid, since = (holder + ["?", "?"])[:2]
-                        raise MemoryLocked(
-                            f"memory {directory} is being written by pid {pid} since {since}; "
-                            "retry or pass --wait"
-                        ) from None
-                    time.sleep(0.01)
-            stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()} {stamp}\n".encode(), 0)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
-
-    def manifest_hash(directory: str | Path) -> str:  # type: ignore[no-redef]
-        return hashlib.sha256((Path(directory) / "manifest.json").read_bytes()).hexdigest()
-
-    def read_memory(directory: str | Path, **load_kwargs: Any) -> VisualMemory:  # type: ignore[no-redef]
-        last: Exception | None = None
-        for _ in range(200):
-            if not Path(directory).is_dir():  # a writer is between its two renames
-                time.sleep(0.02)
-                continue
-            try:
-                before = manifest_hash(directory)
-                mem = VisualMemory.load(directory, **load_kwargs)
-                if manifest_hash(directory) == before:
-                    return mem
-            except (OSError, VisualMemoryError) as err:
-                last = err
-            time.sleep(0.02)
-        if last is not None:
-            raise last
-        return VisualMemory.load(directory, **load_kwargs)
-
-    def update_memory(  # type: ignore[no-redef]
-        directory: str | Path,
-        fn: Callable[[VisualMemory], Any],
-        wait: float | None = None,
-        reason: str | None = None,
-    ) -> Any:
-        with writer_lock(directory, wait):
-            mem = read_memory(directory)
-            before_ids, n_before, h_before = mem.ids.copy(), len(mem), mem.content_hash()
-            result = fn(mem)
-            removed = np.setdiff1d(before_ids, mem.ids)
-            record = None
-            if len(removed):
-                record = {
-                    "action": "forget",
-                    "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                    "reason": reason or "",
-                    "removed_ids": removed.tolist(),
-                    "count": int(len(removed)),
-                    "n_before": n_before,
-                    "n_after": len(mem),
-                    "content_hash_before": h_before,
-                    "content_hash_after": mem.content_hash(),
-                    "fingerprint": mem.fingerprint,
-                }
-            _save_memory(mem, directory, shred_old=bool(len(removed)), audit_record=record)
-            return result
-
-
-# ------------------------------------------------------------------------------------------------
-# end of the stand-in
-# ------------------------------------------------------------------------------------------------
+from procvision.memory import (
+    CorruptMemory,
+    MemoryLocked,
+    VisualMemory,
+    VisualMemoryError,
+    forget,
+    lock_path,
+    manifest_hash,
+    read_audit,
+    read_blob,
+    read_memory,
+    update_memory,
+    writer_lock,
+)
 
 UPLOAD_SCHEME = "upload:"
-EMBEDDED_KEYS = ("image_b64",)  # metadata keys never returned by listings
+BLOB_KEY = "blob"  # metadata key naming an uploaded image's bytes in the memory's blobs/
 
 
 def _utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def vote_defaults(manifest: dict) -> dict[str, Any]:
-    """The memory's default vote {k, method, T}: the manifest's recipe (issue 11), else the paper's."""
-    recipe = manifest.get("recipe") if isinstance(manifest.get("recipe"), dict) else {}
-    vote = recipe.get("vote") if isinstance(recipe.get("vote"), dict) else recipe
-    out = {"k": PAPER_K, "method": "weighted", "T": PAPER_T}
-    if isinstance(vote.get("k"), int) and vote["k"] >= 1:
-        out["k"] = int(vote["k"])
-    if vote.get("method") in METHODS:
-        out["method"] = vote["method"]
-    if isinstance(vote.get("T"), int | float) and vote["T"] > 0:
-        out["T"] = float(vote["T"])
-    return out
-
-
-def recipe_backbone_spec(manifest: dict) -> str | None:
-    """The backbone spec the manifest's recipe records (issue 11), or None (then item metadata)."""
-    recipe = manifest.get("recipe")
-    if isinstance(recipe, dict):
-        b = recipe.get("backbone")
-        if isinstance(b, dict) and isinstance(b.get("path") or b.get("spec"), str):
-            return b.get("path") or b.get("spec")
-        if isinstance(b, str):
-            return b
-    return None
+def vote_defaults(memory: VisualMemory) -> dict[str, Any]:
+    """The memory's default vote {k, method, T}: its recipe's (`eval.recipe.default_vote_of`,
+    kept when the memory is emptied), else the paper's (k=20, weighted, T=0.07)."""
+    return default_vote_of(memory)
 
 
 @dataclass(frozen=True)
@@ -191,6 +80,7 @@ class Snapshot:
     memory: VisualMemory
     manifest_hash: str
     manifest: dict
+    directory: Path | None = None
     loaded_utc: str = field(default_factory=_utc_now)
 
     @property
@@ -219,18 +109,25 @@ class Snapshot:
 
 
 def item_record(snap: Snapshot, item_id: int, label: int, meta: dict, with_bytes: bool) -> dict:
-    public = {k: v for k, v in meta.items() if k not in EMBEDDED_KEYS}
+    """Public record of one item; with `with_bytes`, an uploaded item's image bytes (read from the
+    memory's blobs/, verified against their sha256) under "image_bytes" ("blob_error" instead when
+    they cannot be read: the item was forgotten meanwhile, or its blob is damaged)."""
     out = {
         "id": int(item_id),
         "label": snap.class_name(label),
         "label_index": int(label),
         "source": str(meta.get("source", "")),
         "sha256": meta.get("sha256"),
-        "uploaded": "image_b64" in meta,
-        "metadata": public,
+        "uploaded": BLOB_KEY in meta,
+        "metadata": dict(meta),
     }
-    if with_bytes and "image_b64" in meta:
-        out["image_bytes"] = base64.b64decode(meta["image_b64"])
+    if with_bytes and BLOB_KEY in meta and snap.directory is not None:
+        try:
+            out["image_bytes"] = read_blob(snap.directory, str(meta[BLOB_KEY]))
+        except CorruptMemory as err:
+            out["blob_error"] = (409, str(err))
+        except (VisualMemoryError, OSError) as err:
+            out["blob_error"] = (404, str(err))
     return out
 
 
@@ -273,8 +170,8 @@ class MemoryState:
         self.reloads = 0
         self._snap = self._load()
         snap = self._snap
-        override = backbone or (None if len(snap.memory) else recipe_backbone_spec(snap.manifest))
-        self.backbone, self.spec, self.transform = memory_backbone(snap.memory, override, device)
+        self.backbone, self.spec, self.transform = memory_backbone(snap.memory, backbone, device)
+        self.precision = recipe_precision(snap.memory)  # queries embed as the items did
         self.fingerprint = self.backbone.fingerprint()  # once: hashing the weights is not free
         self.transform_str = transform_to_str(self.transform)
 
@@ -284,7 +181,7 @@ class MemoryState:
             mem = read_memory(self.directory)
             h, manifest = _read_manifest_bytes(self.directory)
             if manifest.get("content_hash") == mem.content_hash():
-                return Snapshot(mem, h, manifest)
+                return Snapshot(mem, h, manifest, self.directory)
             time.sleep(0.02)  # written again between the load and the manifest read
         raise VisualMemoryError(f"memory {self.directory} keeps changing while it is read; retry")
 
@@ -309,10 +206,11 @@ class MemoryState:
             return self._snap
 
     def embed(self, x: torch.Tensor) -> np.ndarray:
-        """Backbone CLS embeddings of a prepared batch [B, 3, H, W] -> float32 [B, D], unit rows."""
+        """Backbone CLS embeddings of a prepared batch [B, 3, H, W] -> float32 [B, D], unit rows,
+        in the recipe's precision (`embed_batch`, as the memory's items were embedded)."""
         with torch.inference_mode():
-            q = self.backbone(x.to(self.device)).float()
-            return torch.nn.functional.normalize(q, dim=1).cpu().numpy()
+            q = embed_batch(self.backbone, x.to(self.device), "cls", self.precision)  # type: ignore[arg-type]
+            return q.cpu().numpy()
 
     def audit(self) -> list[dict]:
         return read_audit(self.directory)
@@ -328,7 +226,7 @@ class MemoryState:
                 with self._swap:
                     if base != self._snap.manifest_hash:  # someone else wrote since our snapshot
                         h, manifest = _read_manifest_bytes(self.directory)
-                        self._snap = Snapshot(mem.copy(), h, manifest)
+                        self._snap = Snapshot(mem.copy(), h, manifest, self.directory)
                         self.reloads += 1
                     self._pending_base = base
                 box["mem"] = mem
@@ -345,18 +243,29 @@ class MemoryState:
                     if "expected" in box:
                         h, manifest = _read_manifest_bytes(self.directory)
                         if manifest.get("content_hash") == box["expected"]:
-                            self._snap = Snapshot(box["mem"], h, manifest)
+                            self._snap = Snapshot(box["mem"], h, manifest, self.directory)
                         else:  # another writer followed ours: read what is on disk now
                             self._snap = self._load()
                             self.reloads += 1
             return result
 
     def add_uploads(
-        self, embeddings: np.ndarray, labels: list[str], metas: list[dict]
+        self,
+        embeddings: np.ndarray,
+        labels: list[str],
+        metas: list[dict],
+        images: list[bytes] | None = None,
     ) -> dict[str, Any]:
-        """Add uploaded items (label names; new names extend the class table); returns the ids."""
+        """Add uploaded items (label names; new names extend the class table); returns the ids.
+
+        `images[i]` (the uploaded bytes of item i) is stored in the memory's blobs/ with
+        `VisualMemory.add_blob` (checksummed; shredded once a forget leaves no item referencing
+        it); `metas[i]["blob"]` must then be its sha256 (`upload_metadata` sets it)."""
 
         def fn(mem: VisualMemory) -> dict[str, Any]:
+            for data, meta in zip(images or [], metas, strict=False):
+                if mem.add_blob(data) != meta.get(BLOB_KEY):
+                    raise ValueError("upload metadata does not name the sha256 of its bytes")
             table, index = class_table(mem, labels)
             new_classes = table[len(mem.class_names or []) :]
             if new_classes:
@@ -384,8 +293,9 @@ class MemoryState:
         return record
 
     def upload_metadata(self, data: bytes, filename: str, media_type: str) -> dict[str, Any]:
-        """Metadata of an uploaded image: its bytes live inside the memory (checksummed, shredded
-        on forget with the rest of metadata.jsonl), its source names it as an upload."""
+        """Metadata of an uploaded image: its source names it as an upload, "blob" the sha256 under
+        which `add_uploads` keeps its bytes in the memory's blobs/ (checksummed, shredded when a
+        forget leaves no item referencing them)."""
         sha = hashlib.sha256(data).hexdigest()
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(filename).name)[:80]
         return {
@@ -395,7 +305,7 @@ class MemoryState:
             "transform": self.transform_str,
             "media_type": media_type,
             "uploaded_utc": _utc_now(),
-            "image_b64": base64.b64encode(data).decode("ascii"),
+            BLOB_KEY: sha,
         }
 
     # ------------------------------------------------------------ listings
@@ -458,8 +368,9 @@ class MemoryState:
             "backbone": self.spec,
             "backbone_fingerprint": self.fingerprint,
             "transform": self.transform_str,
+            "precision": self.precision,
             "device": self.device,
-            "vote_defaults": vote_defaults(snap.manifest),
+            "vote_defaults": vote_defaults(mem),
             "lock_file": str(lock_path(self.directory)),
         }
 
@@ -478,7 +389,7 @@ __all__ = [
     "manifest_hash",
     "prepare",
     "read_memory",
-    "recipe_backbone_spec",
+    "recipe_precision",
     "update_memory",
     "vote_defaults",
     "writer_lock",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from procvision.memory import VisualMemory, privacy_audit
+from procvision.memory import VisualMemory, privacy_audit, read_blob
 from procvision.serve import UploadLimits
 from tests.serve.conftest import TOKEN, auth, files, png_bytes, query_png
 
@@ -52,6 +52,8 @@ def test_health_reports_memory_backbone_and_hashes(make_client, memdir) -> None:
     assert h["device"] == "cpu" and h["read_only"] is False
     assert h["vote_defaults"] == {"k": 20, "method": "weighted", "T": 0.07}
     assert h["lock_file"].endswith("/.mem.lock")
+    assert h["precision"] == mem.recipe["features"]["precision"]  # what `build` recorded
+    assert h["backbone"] == mem.recipe["backbone"]["spec"]
 
 
 def test_page_static_and_openapi(make_client) -> None:
@@ -222,26 +224,41 @@ def test_add_uploads_keeps_bytes_inside_the_memory(make_client, memdir) -> None:
     assert len(mem) == 14 and mem.class_names == ["blue", "green", "red", "yellow"]
     assert out["content_hash"] == mem.content_hash() == c.get("/health").json()["content_hash"]
     meta = mem.metadata_of([12])[0]
-    import base64
     import hashlib
 
-    assert (
-        base64.b64decode(meta["image_b64"]) == data
-        and meta["sha256"] == hashlib.sha256(data).hexdigest()
-    )
+    sha = hashlib.sha256(data).hexdigest()
+    assert meta["sha256"] == sha == meta["blob"] and "image_b64" not in meta
+    assert read_blob(memdir, sha) == data  # the bytes live in the memory's checksummed blobs/
+    assert (memdir / "blobs" / sha).read_bytes() == data
     assert meta["source"] == "upload:sun-photo" and meta["media_type"] == "image/png"
     assert mem.metadata_of([13])[0]["source"].startswith("upload:")
     item = c.get("/items/12").json()
-    assert item["uploaded"] and item["label"] == "yellow" and "image_b64" not in item["metadata"]
+    assert item["uploaded"] and item["label"] == "yellow" and item["metadata"]["blob"] == sha
     thumb = c.get("/items/12/image")
     assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size == (20, 20)
     yellow = c.post("/classify?k=1", files=files(_png(png_bytes((240, 240, 20), 12)))).json()
     assert yellow["results"][0]["neighbours"][0]["id"] == 12
     assert yellow["results"][0]["neighbours"][0]["uploaded"] is True
-    # forgetting it removes its bytes from every file of the memory
+    # forgetting it removes its bytes from every file of the memory, blobs/ included
     c.delete("/items/12?reason=test", headers=auth())
-    blob = base64.b64encode(data)[:64]
-    assert not any(blob in p.read_bytes() for p in memdir.iterdir() if p.is_file())
+    assert not (memdir / "blobs" / sha).exists()
+    stored = [p for p in memdir.rglob("*") if p.is_file()]
+    mid = data[len(data) // 2 - 16 : len(data) // 2 + 16]  # inside the compressed pixels
+    assert stored and not any(mid in p.read_bytes() for p in stored)
+    assert_error(c.get("/items/12/image"), 404)
+
+
+def test_forgetting_the_highest_id_then_adding_gives_a_new_id(make_client, memdir) -> None:
+    c = make_client()
+    assert max(i["id"] for i in c.get("/items").json()["items"]) == 11
+    assert c.delete("/items/11?reason=top", headers=auth()).json()["removed_ids"] == [11]
+    r = c.post("/items", headers=auth(), files=files(_png(query_png("red", 5))),
+               data={"labels": ["red"]})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["ids"] == [12]  # id 11 is retired, never given again
+    assert_error(c.get("/items/11"), 404)
+    assert c.get("/items/12").json()["label"] == "red"
+    assert VisualMemory.load(memdir).next_id == 13
 
 
 def test_add_bad_input(make_client) -> None:

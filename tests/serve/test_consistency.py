@@ -10,6 +10,7 @@ import sys
 import numpy as np
 from PIL import Image
 
+from procvision.data.datasets import open_image
 from procvision.memory import VisualMemory, knn_predict
 from procvision.serve.state import prepare
 from tests.serve.conftest import auth, files, query_png
@@ -21,17 +22,18 @@ def _query_files() -> list:
     return files(*[(f"{n}{s}.png", query_png(n, s), "image/png") for n, s in QUERIES])
 
 
-def _rebuilt_without(original: VisualMemory, removed: list[int]) -> VisualMemory:
+def _rebuilt_without(original: VisualMemory, removed: list[int], state) -> VisualMemory:
+    """The memory built again, from its images, without `removed`: every item re-embedded from its
+    source in one batch, as `memory build` did (the recipe's transform and precision), and added
+    with its original id."""
+    meta = original.metadata_of(original.ids)
+    x = prepare(state.transform, [open_image(m["source"]) for m in meta])
+    emb = state.embed(x)
     keep = ~np.isin(original.ids, removed)
     mem = VisualMemory(original.dim, engine=original.engine, fingerprint=original.fingerprint,
                        class_names=original.class_names)  # fmt: skip
     ids = original.ids[keep]
-    mem.add(
-        original.embeddings[keep],
-        original.labels[keep],
-        ids=ids,
-        metadata=original.metadata_of(ids),
-    )
+    mem.add(emb[keep], original.labels[keep], ids=ids, metadata=original.metadata_of(ids))
     return mem
 
 
@@ -46,8 +48,8 @@ def test_forget_then_classify_equals_a_memory_rebuilt_without_the_items(
     rec = c.post("/items/forget", headers=auth(), json={"ids": removed, "reason": "test"}).json()
     assert sorted(rec["removed_ids"]) == sorted(set(removed))
     after = c.post(f"/classify?k={k}", files=_query_files()).json()
-    rebuilt = _rebuilt_without(original, removed)
     state = c.app.state.memory
+    rebuilt = _rebuilt_without(original, removed, state)
     imgs = [Image.open(io.BytesIO(query_png(n, s))).convert("RGB") for n, s in QUERIES]
     ref = knn_predict(rebuilt, state.embed(prepare(state.transform, imgs)), k, "weighted", 0.07)
     assert after["content_hash"] == rebuilt.content_hash() == rec["content_hash_after"]

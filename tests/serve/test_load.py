@@ -24,7 +24,7 @@ def test_concurrent_classify_add_forget_lose_nothing(memdir) -> None:
     reads: list[tuple[float, set[int]]] = []  # (request start, neighbour ids seen)
     forgets: list[tuple[float, list[int]]] = []  # (response time, removed ids)
     added: list[int] = []
-    sent = {"classify": 0, "add": 0, "forget": 0}
+    sent = {"classify": 0, "add": 0, "forget": 0, "forget_top": 0}
     lock = threading.Lock()
     with serve_in_thread(app) as url:
         stop = time.monotonic() + SECONDS
@@ -67,12 +67,14 @@ def test_concurrent_classify_add_forget_lose_nothing(memdir) -> None:
             with httpx.Client(base_url=url, timeout=60, headers=auth()) as c:
                 while time.monotonic() < stop:
                     ids = [i["id"] for i in c.get("/items?limit=1000").json()["items"]]
-                    # never the highest id: today's memory gives max+1 to the next add
-                    pool = sorted(ids)[:-1]
-                    if len(pool) < 4:
+                    if len(ids) < 4:
                         time.sleep(0.01)
                         continue
-                    pick = rnd.sample(pool, 2)
+                    # the highest id too, every other round: ids are never reused (issue 11)
+                    pick = rnd.sample(ids, 2)
+                    if sent["forget"] % 2 == 0 and max(ids) not in pick:
+                        pick[0] = max(ids)
+                    top = max(ids) in pick
                     r = c.post("/items/forget", json={"ids": pick, "reason": "load test"})
                     with lock:
                         sent["forget"] += 1
@@ -80,6 +82,7 @@ def test_concurrent_classify_add_forget_lose_nothing(memdir) -> None:
                             failures.append(f"forget {r.status_code} {r.text}")
                         else:
                             forgets.append((time.monotonic(), r.json()["removed_ids"]))
+                            sent["forget_top"] += top and max(ids) in r.json()["removed_ids"]
 
         threads = [threading.Thread(target=classifier, args=(s,)) for s in range(CLASSIFIERS)]
         threads += [threading.Thread(target=adder), threading.Thread(target=forgetter)]
@@ -93,6 +96,9 @@ def test_concurrent_classify_add_forget_lose_nothing(memdir) -> None:
     assert not failures, failures[:5]
     assert sent["classify"] == len(reads) >= CLASSIFIERS and sent["add"] == len(added) >= 1
     assert sent["forget"] == len(forgets) >= 1
+    # ids are never reused, also after the highest id was forgotten
+    assert len(set(added)) == len(added) and not set(added) & initial
+    assert sent["forget_top"] >= 1  # some forgets took the highest id of the moment
     # every forget holds: no request that started after a forget answered sees a removed id
     for done, removed in forgets:
         for start, seen in reads:

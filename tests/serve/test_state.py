@@ -6,9 +6,11 @@ import threading
 import time
 
 import numpy as np
+import torch
 
+from procvision.eval.embed import embed_batch
 from procvision.memory import VisualMemory
-from procvision.serve.state import MemoryState, recipe_backbone_spec, vote_defaults
+from procvision.serve.state import MemoryState, recipe_precision, vote_defaults
 
 
 def test_reads_are_answered_from_the_old_snapshot_during_a_slow_write(memdir) -> None:
@@ -46,14 +48,26 @@ def test_an_outside_write_is_reloaded_before_the_next_answer(memdir) -> None:
     assert first.memory.ids.tolist() == list(range(12))  # a published snapshot never changes
 
 
-def test_recipe_fields_and_defaults() -> None:
-    assert vote_defaults({}) == {"k": 20, "method": "weighted", "T": 0.07}
-    assert vote_defaults({"recipe": {"vote": {"k": 5, "method": "rank", "T": 0.1}}}) == {
-        "k": 5, "method": "rank", "T": 0.1}  # fmt: skip
-    assert vote_defaults({"recipe": {"k": 0, "method": "nope", "T": -1}})["k"] == 20
-    assert (
-        recipe_backbone_spec({"recipe": {"backbone": {"path": "/m/export", "fingerprint": "ab"}}})
-        == "/m/export"
+def test_vote_backbone_and_precision_come_from_the_memory_recipe(memdir) -> None:
+    mem = VisualMemory.load(memdir)
+    assert vote_defaults(mem) == {"k": 20, "method": "weighted", "T": 0.07}
+    recipe = dict(mem.recipe)
+    recipe["vote"] = {"k": 5, "method": "rank", "T": 0.1}
+    recipe["features"] = {"kind": "cls", "precision": "bf16"}
+    mem.set_recipe(recipe)
+    mem.remove(mem.ids.tolist())  # the recipe survives emptying the memory
+    mem.save(memdir)
+    emptied = VisualMemory.load(memdir)
+    assert vote_defaults(emptied) == {"k": 5, "method": "rank", "T": 0.1}
+    assert recipe_precision(emptied) == "bf16"
+    state = MemoryState(memdir)  # an empty memory: the backbone comes from the recipe
+    assert state.spec == recipe["backbone"]["spec"] and state.precision == "bf16"
+    assert state.health()["precision"] == "bf16" and state.health()["count"] == 0
+    x = torch.rand(
+        2, 3, state.transform.size, state.transform.size, generator=torch.Generator().manual_seed(0)
     )
-    assert recipe_backbone_spec({"recipe": {"backbone": "random:vit"}}) == "random:vit"
-    assert recipe_backbone_spec({}) is None
+    q = state.embed(x)
+    with torch.inference_mode():
+        bf16 = embed_batch(state.backbone, x, "cls", "bf16").numpy()
+        fp32 = embed_batch(state.backbone, x, "cls", "fp32").numpy()
+    assert q.dtype == np.float32 and np.array_equal(q, bf16) and not np.array_equal(q, fp32)
