@@ -23,7 +23,6 @@ exit code 2.
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 
 import lightning.pytorch as pl
@@ -31,7 +30,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 
-from procvision.errors import UserError
 from procvision.eval.evaluator import BackboneEvaluator, BackboneSpecError
 from procvision.models.callbacks import ExportTeacherCallback
 from procvision.models.checkpoint_io import SafeCheckpointCLIMixin
@@ -122,8 +120,8 @@ def run_lightning_cli(
     """Run `fit|validate|test|predict` with `argv` (the part after `procvision`).
 
     With `run=False` (no subcommand) the parser is fit's, or with `evaluate=True` the evaluator's
-    (for building an evaluation config's objects without running). A `UserError` is printed as one
-    line (`procvision <command>: error: ...`) and exits with 2.
+    (for building an evaluation config's objects without running). A `UserError` propagates:
+    `procvision.cli.main` reports it as one line (`procvision <command>: error: ...`), exit 2.
     """
     # `procvision.cli.main` passes sys.argv[1:] explicitly, which LightningCLI warns about.
     warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter is intended.*")
@@ -132,17 +130,12 @@ def run_lightning_cli(
         if evaluate
         else ProcvisionCLI
     )
-    try:
-        return cls(
-            BackboneEvaluator if evaluate else DINOModule,
-            pl.LightningDataModule,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-            args=argv,
-            **kwargs,
-        )
-    except UserError as err:
-        command = next((a for a in (argv or sys.argv[1:]) if not a.startswith("-")), "")
-        print(f"procvision {command}: error: {err}".replace("  ", " "), file=sys.stderr)
-        raise SystemExit(2) from err
+    return cls(
+        BackboneEvaluator if evaluate else DINOModule,
+        pl.LightningDataModule,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=argv,
+        **kwargs,
+    )

@@ -115,9 +115,13 @@ def test_validate_mistakes_are_one_line_errors(trained: dict, tmp_path: Path, ca
         (["--model.backbone", "random:{bad json"], "invalid JSON"),
     ]
     for extra, message in cases:
-        with pytest.raises(SystemExit) as info:
-            _validate(root, tmp_path / "x.json", *extra)
-        assert info.value.code == 2
+        rc = main([
+            "validate", "--config", str(CONFIGS / "knn_fashion_mnist.yaml"), *QUIET,
+            "--data.init_args.memory", f"fashion_mnist:{root}:train",
+            "--data.init_args.queries", f"fashion_mnist:{root}:test",
+            "--trainer.default_root_dir", str(tmp_path / "runs"), *extra,
+        ])  # fmt: skip
+        assert rc == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("procvision validate: error:") and message in err[-1], err
 
