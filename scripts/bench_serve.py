@@ -34,7 +34,8 @@ from PIL import Image
 from procvision.cli import main as cli_main
 from procvision.commands.serve import set_threads
 from procvision.data.datasets import FashionMNIST
-from procvision.eval.recipe import memory_backbone, transform_to_str
+from procvision.eval.embed import embed_batch
+from procvision.eval.recipe import memory_backbone, recipe_precision, transform_to_str
 from procvision.memory import VisualMemory, forget, knn_predict
 
 SPEC = "random:" + json.dumps(
@@ -195,6 +196,7 @@ def in_process(memory: Path, pngs: list[bytes], batches: list[int], seconds: flo
     mem = VisualMemory.load(memory)
     backbone, _spec, transform = memory_backbone(mem, None, "cpu")
     fp = backbone.fingerprint()
+    precision = recipe_precision(mem)  # embed as the service does: in the memory's recipe
     out = {}
     for b in batches:
         times = []
@@ -207,7 +209,7 @@ def in_process(memory: Path, pngs: list[bytes], batches: list[int], seconds: flo
             ]
             x = torch.stack([transform(im) for im in imgs])
             with torch.inference_mode():
-                q = torch.nn.functional.normalize(backbone(x).float(), dim=1).numpy()
+                q = embed_batch(backbone, x, "cls", precision).numpy()
             knn_predict(mem, q, 20, "weighted", 0.07, fingerprint=fp)
             times.append(time.perf_counter() - t)
             i += b
