@@ -70,3 +70,50 @@ def test_linear_on_a_lightning_checkpoint(tmp_path: Path) -> None:
     teacher = load_backbone(ckpt)
     assert record["model"]["fingerprint"] == teacher.fingerprint()
     assert record["data"]["transform"]["size"] == teacher.config["img_size"]
+
+
+def count_forwards(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Images through `Backbone.forward` (every embedding pass goes through it)."""
+    from procvision.models.backbone import Backbone
+
+    seen: list[int] = []
+    real = Backbone.forward
+
+    def counted(self, x):
+        seen.append(len(x))
+        return real(self, x)
+
+    monkeypatch.setattr(Backbone, "forward", counted)
+    return seen
+
+
+def test_linear_second_run_with_a_cache_dir_embeds_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    root = make_idx_root(tmp_path / "fm", n_train=30, n_test=10)
+    forwards = count_forwards(monkeypatch)
+    cache = tmp_path / "cache"
+    args = ["linear", "--backbone", "random:" + json.dumps(TINY_BACKBONE),
+            "--train", f"fashion_mnist:{root}:train", "--test", f"fashion_mnist:{root}:test",
+            "--max-train", "24", "--lrs", "[0.1]", "--epochs", "2", "--knn-ks", "[1, 5]",
+            "--cache-dir", str(cache)]  # fmt: skip
+    assert main([*args, "--json", str(tmp_path / "a.json")]) == 0
+    assert sum(forwards) == 24 + 10
+    first = json.loads((tmp_path / "a.json").read_text())
+    assert first["features"]["sources"] == {"train": "embedded", "test": "embedded"}
+    forwards.clear()
+    assert main([*args, "--epochs", "3", "--json", str(tmp_path / "b.json")]) == 0
+    assert forwards == []  # the second run with the same backbone does no embedding
+    second = json.loads((tmp_path / "b.json").read_text())
+    assert second["features"] == {"cache_dir": str(cache),
+                                  "sources": {"train": "disk", "test": "disk"}}  # fmt: skip
+    assert second["knn"] == first["knn"]  # the same features
+    assert "embeddings (" in capsys.readouterr().out
+    [folder] = cache.iterdir()
+    assert folder.name == first["model"]["fingerprint"]
+    # another subset is another entry: embedded, the test set still comes from the disk
+    assert main([*args[:-2], "--max-train", "20", "--cache-dir", str(cache),
+                 "--json", str(tmp_path / "c.json")]) == 0  # fmt: skip
+    assert sum(forwards) == 20
+    third = json.loads((tmp_path / "c.json").read_text())
+    assert third["features"]["sources"] == {"train": "embedded", "test": "disk"}

@@ -98,3 +98,35 @@ def test_medmnist_from_a_config_listing_the_sets(tmp_path: Path) -> None:
     assert main(["medmnist", "--config", str(config)]) == 0
     table = (tmp_path / "out" / "medmnist_table.md").read_text().splitlines()
     assert [line.split(" | ")[0] for line in table[2:]] == ["| derma", "| blood"]
+
+
+def test_medmnist_second_run_with_a_cache_dir_embeds_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_cli_linear import count_forwards
+
+    root = tmp_path / "med"
+    make_medmnist_npz(root / "breastmnist.npz")
+    make_medmnist_npz(root / "bloodmnist.npz", rgb=True)
+    forwards = count_forwards(monkeypatch)
+    args = ["medmnist", "--root", str(root), "--backbone", "random:" + json.dumps(TINY_BACKBONE),
+            "--sets", "[breast, blood]", "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "a"), "--ks", "[1, 20]"]) == 0
+    first = {s: json.loads((tmp_path / "a" / f"{s}.json").read_text()) for s in ("breast", "blood")}
+    n = sum(r["memory"]["size"] + r["queries"]["size"] for r in first.values())
+    assert sum(forwards) == n
+    assert first["blood"]["features"]["sources"] == {"blood/train": "embedded",
+                                                     "blood/test": "embedded"}  # fmt: skip
+    forwards.clear()
+    assert main([*args, "--out", str(tmp_path / "b"), "--ks", "[1, 3, 20]"]) == 0
+    assert forwards == []  # another k grid, the same backbone: no embedding
+    second = {
+        s: json.loads((tmp_path / "b" / f"{s}.json").read_text()) for s in ("breast", "blood")
+    }
+    for s in first:
+        assert second[s]["features"]["sources"] == {f"{s}/train": "disk", f"{s}/test": "disk"}
+        for key in ("weighted/k1/top1", "weighted/k20/top1"):
+            assert second[s]["results"][key] == first[s]["results"][key]
+    [folder] = (tmp_path / "cache").iterdir()
+    assert folder.name == first["breast"]["model"]["fingerprint"]
+    assert len(list(folder.glob("*.json"))) == 4  # two sets x (memory, queries)

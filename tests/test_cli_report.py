@@ -250,3 +250,48 @@ def test_ztest_between_two_nights_jsons(runs: Path, capsys) -> None:
     assert "two NIGHTS JSON files" in capsys.readouterr().err
     assert main(["report"]) == 2
     assert "give --runs" in capsys.readouterr().err
+
+
+def test_report_shows_the_fingerprint_the_callbacks_record(tmp_path: Path) -> None:
+    """KNNCallback / PrivacyCallback JSONs of a (resumed) fit record the teacher's fingerprint,
+    so the report's Sources table shows it, not `file-sha256:` of the checkpoint they name."""
+    import lightning.pytorch as pl
+
+    from procvision.eval.callbacks import KNNCallback, PrivacyCallback
+    from procvision.models.module import DINOModule
+    from tests.eval.test_callbacks import TINY, TwoCrops, _sets
+    from tests.fixtures_real import make_idx_root
+
+    fm = make_idx_root(tmp_path / "fm", n_train=20, n_test=8)
+    run = tmp_path / "runs" / "shaders_seed0"
+    kw = dict(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    model = DINOModule(**TINY)
+    first = pl.Trainer(max_epochs=1, **kw)
+    first.fit(model, datamodule=TwoCrops())
+    ckpt = run / "checkpoints" / "last.ckpt"
+    first.save_checkpoint(ckpt)
+    callbacks = [KNNCallback(ks=[1, 5], results_path=str(run / "knn_results.json"), **_sets(fm)),
+                 PrivacyCallback(k=5, results_path=str(run / "privacy_results.json"), **_sets(fm))]  # fmt: skip
+    model = DINOModule(**TINY)
+    pl.Trainer(max_epochs=2, callbacks=callbacks, **kw).fit(
+        model, datamodule=TwoCrops(), ckpt_path=str(ckpt)
+    )
+    fp = model.teacher_backbone.fingerprint()
+    knn = json.loads((run / "knn_results.json").read_text())
+    priv = json.loads((run / "privacy_results.json").read_text())
+    for rec, kind in ((knn, "knn"), (priv, "privacy")):
+        assert rec["kind"] == kind and rec["ckpt_path"] == str(ckpt)
+        assert rec["model"]["fingerprint"] == fp and rec["model"]["backbone"] is None
+        assert rec["model"]["params"] == sum(p.numel() for p in model.teacher_backbone.parameters())
+        assert rec["query_uri"] == f"fashion_mnist:{fm}:test"
+    out = tmp_path / "report"
+    assert main(["report", "--runs", str(run), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    sources = md[md.index("## Sources") :]
+    assert fp[:24] in sources and "file-sha256" not in sources
+    assert "Not evaluation results" not in md  # the privacy record is read too
+    report = json.loads((out / "report.json").read_text())
+    [r] = [r for r in report["runs"] if r["name"] == "shaders_seed0"]
+    got = {(e["kind"], e["dataset"]): e["fingerprint"] for e in r["results"]}
+    assert got == {("knn", "fashion_mnist"): fp, ("privacy", "fashion_mnist"): fp}

@@ -8,6 +8,11 @@ probe is retrained on all of it with that lr and tested once. The weighted k-NN 
 test set against the training set on the same features is reported beside it. `--backbone` takes
 any spec of `procvision.eval.recipe` (export dir, .safetensors, .ckpt, DINO .pth, random:ARCH) or
 `pixels`.
+
+With `--cache-dir DIR` the embeddings are kept on disk by the evaluation layer's cache, keyed by
+the backbone's fingerprint and the set's description (dataset, split, transform, subset), feature
+and precision: a second run with the same backbone and sets embeds nothing (a new lr sweep or k
+costs only the probe). Off by default.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from procvision.atomic import write_json_atomic
 from procvision.commands._common import PATH_ERRORS, run_reporting
-from procvision.data.datasets import EvalTransform, open_dataset, seeded_subset
+from procvision.data.datasets.datamodule import EvalSet
+from procvision.data.datasets.registry import parse_dataset_uri
 from procvision.errors import UserError
 from procvision.eval.knn import DEFAULT_KS
 from procvision.eval.linear import (
     RESULT_KIND,
     LinearRecipe,
     dataset_features,
-    linear_probe_datasets,
+    probe_features,
 )
 from procvision.eval.recipe import default_policy
 
@@ -66,6 +72,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--embed-batch-size", type=int, default=256)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--skip-corrupt", action="store_true")
+    p.add_argument("--cache-dir", type=str | None, default=None,
+                   help="keep the embeddings here, keyed by the backbone fingerprint (default: off)")  # fmt: skip
     return p
 
 
@@ -78,13 +86,14 @@ def _dataset_name(uri: str) -> str:
     return kind
 
 
-def _open(uri: str, split: str, transform: EvalTransform, cfg: Namespace):
+def _embed(features, evalset: EvalSet, flag: str):
+    """(opened dataset, embeddings, labels) of one set; a bad URI is a one-line error naming it."""
     try:
-        return open_dataset(uri, split, transform, cfg.skip_corrupt)
+        return features.embed_set(evalset, flag.removeprefix("--"))
     except ValueError as err:
         if isinstance(err, UserError):
             raise
-        raise LinearArgumentError(f"--{split} {uri}: {err}") from err
+        raise LinearArgumentError(f"{flag} {evalset.dataset}: {err}") from err
 
 
 def run(cfg: Namespace) -> int:
@@ -100,31 +109,61 @@ def _run(cfg: Namespace) -> int:
         raise LinearArgumentError(str(err)) from err
     try:
         features, model = dataset_features(cfg.backbone, cfg.device, cfg.embed_batch_size,
-                                           cfg.num_workers)  # fmt: skip
+                                           cfg.num_workers, cache_dir=cfg.cache_dir)  # fmt: skip
     except ValueError as err:
         raise LinearArgumentError(f"--backbone {cfg.backbone}: {err}") from err
     backbone = getattr(features, "backbone", None)
     size = cfg.image_size or int(getattr(backbone, "config", {}).get("img_size", 224))
     policy = cfg.resize_policy or default_policy(cfg.train)
     try:
-        transform = EvalTransform(size, policy)  # type: ignore[arg-type]
+        sets = {
+            flag: EvalSet(
+                uri,
+                split,
+                size,
+                policy,
+                max_items=limit,
+                subset_seed=seed,
+                batch_size=cfg.embed_batch_size,
+                num_workers=cfg.num_workers,
+                skip_corrupt=cfg.skip_corrupt,
+            )  # fmt: skip
+            for flag, uri, split, limit, seed in (
+                ("--train", cfg.train, "train", cfg.max_train, cfg.seed),
+                ("--test", cfg.test, "test", cfg.max_test, cfg.seed + 1),
+            )
+        }
     except ValueError as err:
         raise LinearArgumentError(f"--image-size/--resize-policy: {err}") from err
-    train = seeded_subset(_open(cfg.train, "train", transform, cfg), cfg.max_train, cfg.seed)
-    test = seeded_subset(_open(cfg.test, "test", transform, cfg), cfg.max_test, cfg.seed + 1)
+    for flag, evalset in sets.items():  # a typo fails now, not after the first set is embedded
+        try:
+            parse_dataset_uri(evalset.dataset)
+        except ValueError as err:
+            raise LinearArgumentError(f"{flag} {evalset.dataset}: {err}") from err
+    train, tx, ty = _embed(features, sets["--train"], "--train")
+    test, qx, qy = _embed(features, sets["--test"], "--test")
     if list(train.class_names) != list(test.class_names):
         raise LinearArgumentError(
             f"--train {cfg.train} and --test {cfg.test} have different class tables; "
             "give two splits of one dataset"
         )
-    out = linear_probe_datasets(features, train, test, recipe, cfg.knn_ks, cfg.device)
+    if cfg.cache_dir:
+        print(
+            f"embeddings ({cfg.cache_dir}): "
+            + ", ".join(f"{k} {v}" for k, v in features.sources.items())
+        )
+    c = len(train.class_names or []) or None
+    out = probe_features(tx, ty, qx, qy, recipe, cfg.knn_ks, c, cfg.device)
+    transform = sets["--train"].transform(size)
     lin = out["linear"]
     name = cfg.name or _dataset_name(cfg.train)
     record = {
         "kind": RESULT_KIND, "version": 1, "dataset": name, "results": lin,
         "knn": out.get("knn"), "recipe": recipe.to_dict(), "model": model,
         "data": {"train_uri": cfg.train, "test_uri": cfg.test, "train": train.describe(),
-                 "test": test.describe(), "transform": transform.describe()},
+                 "test": test.describe(), "transform": transform.describe(),
+                 "sets": [x.describe() for x in sets.values()]},
+        "features": {"cache_dir": cfg.cache_dir, "sources": dict(features.sources)},
         "seconds": time.perf_counter() - t0,
     }  # fmt: skip
     print(f"linear probe on {name} ({model['backbone']}): lr {lin['lr']:g} chosen on "

@@ -9,7 +9,10 @@ For each set, reads the official `{name}mnist_224.npz` (or `{name}mnist.npz`, th
 size, L2-normalised CLS, weighted vote exp(cos / 0.07) over k in 1, 2, 3, 4, 5, 10, 20, 100, 200.
 Prints best-k and k = 20 beside the MedMNIST paper's best and the paper's S. KML Mixup; writes one
 JSON per set (`{out}/{name}.json`, the k-NN JSON shape) and the table (`{out}/medmnist_table.md`).
-A set whose file is missing is a gap in the table, never a zero.
+A set whose file is missing is a gap in the table, never a zero. With `--cache-dir DIR` the
+embeddings are kept on disk by the evaluation layer's cache (keyed by the backbone fingerprint and
+each set's file, split, transform and subset): a second run with the same backbone (another `--ks`
+or `--T`) embeds nothing. Off by default; the raw-pixel baseline is never cached.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from procvision.atomic import write_json_atomic, write_text_atomic
 from procvision.commands._common import PATH_ERRORS, run_reporting
 from procvision.constants import PAPER_K, PAPER_KS, PAPER_T
-from procvision.data.datasets import EvalTransform, MedMNIST, seeded_subset
+from procvision.data.datasets import EvalTransform, MedMNIST
+from procvision.data.datasets.datamodule import EvalSet
 from procvision.errors import UserError
 from procvision.eval.knn import knn_evaluate
 from procvision.eval.linear import dataset_features
@@ -58,6 +62,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--device", type=str, default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--cache-dir", type=str | None, default=None,
+                   help="keep the embeddings here, keyed by the backbone fingerprint (default: off)")  # fmt: skip
     return p
 
 
@@ -97,16 +103,23 @@ def evaluate_set(features, path: Path, name: str, transform: EvalTransform, cfg:
                  model: dict) -> dict:  # fmt: skip
     """The k-NN record of one set: memory = `cfg.memory_split`, queries = `cfg.query_split`."""
     t0 = time.perf_counter()
-    memory = seeded_subset(MedMNIST(path, cfg.memory_split, transform), cfg.max_memory, cfg.seed)
-    side = int(memory.load_image(0).size[0]) if len(memory) else 0
-    if model.get("backbone") == "pixels" and side > PIXELS_MAX_SIDE:
-        raise MedMNISTArgumentError(
-            f"{path.name}: raw pixels of {side}-px images would need {side * side * 3}-d vectors for "
-            f"every image; use the 28-px files for the pixel baseline (--size 28)"
-        )
-    queries = seeded_subset(MedMNIST(path, cfg.query_split, transform), cfg.max_queries,
-                            cfg.seed + 1)  # fmt: skip
-    m, q = features(memory), features(queries)
+    mem_set, qry_set = (
+        EvalSet(f"medmnist:{path.absolute()}:{split}", image_size=transform.size,
+                resize_policy="resize", max_items=limit, subset_seed=seed,
+                batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+        for split, limit, seed in ((cfg.memory_split, cfg.max_memory, cfg.seed),
+                                   (cfg.query_split, cfg.max_queries, cfg.seed + 1))
+    )  # fmt: skip
+    if model.get("backbone") == "pixels":
+        probe = MedMNIST(path, cfg.memory_split, transform)  # memory-mapped: cheap to open
+        side = int(probe.load_image(0).size[0]) if len(probe) else 0
+        if side > PIXELS_MAX_SIDE:
+            raise MedMNISTArgumentError(
+                f"{path.name}: raw pixels of {side}-px images would need {side * side * 3}-d vectors "
+                f"for every image; use the 28-px files for the pixel baseline (--size 28)"
+            )
+    memory, *m = features.embed_set(mem_set, f"{name}/{cfg.memory_split}")
+    queries, *q = features.embed_set(qry_set, f"{name}/{cfg.query_split}")
     results = knn_evaluate(*m, *q, ks=tuple(cfg.ks), methods=("weighted",), T=cfg.T)
     return {
         "kind": "knn", "version": 1, "dataset": f"medmnist/{name}", "file": str(path.absolute()),
@@ -115,6 +128,9 @@ def evaluate_set(features, path: Path, name: str, transform: EvalTransform, cfg:
         "memory_uri": f"medmnist:{path.absolute()}:{cfg.memory_split}",
         "query_uri": f"medmnist:{path.absolute()}:{cfg.query_split}",
         "transform": transform.describe(), "model": model,
+        "sets": [mem_set.describe(), qry_set.describe()],
+        "features": {"cache_dir": cfg.cache_dir,
+                     "sources": {k: v for k, v in features.sources.items() if k.startswith(name + "/")}},
         "paper": {"medmnist_best": MEDMNIST_PAPER_BEST[name],
                   "s_kml_mixup": TABLE3_MEDMNIST["S. KML Mixup"][name]},
         "seconds": time.perf_counter() - t0,
@@ -155,7 +171,7 @@ def _run(cfg: Namespace) -> int:
         )
     try:
         features, model = dataset_features(cfg.backbone, cfg.device, cfg.batch_size,
-                                           cfg.num_workers)  # fmt: skip
+                                           cfg.num_workers, cache_dir=cfg.cache_dir)  # fmt: skip
     except ValueError as err:
         raise MedMNISTArgumentError(f"--backbone {cfg.backbone}: {err}") from err
     backbone = getattr(features, "backbone", None)
@@ -175,7 +191,9 @@ def _run(cfg: Namespace) -> int:
         r = rec["results"]
         print(f"{name}: best k={int(r['weighted/best/k'])} {r['weighted/best/top1']:.2f}%, "
               f"k={PAPER_K} {r.get(f'weighted/k{PAPER_K}/top1', float('nan')):.2f}% "
-              f"({rec['memory']['size']} memory, {rec['queries']['size']} queries)")  # fmt: skip
+              f"({rec['memory']['size']} memory, {rec['queries']['size']} queries"
+              + (", embeddings " + ", ".join(rec["features"]["sources"].values()) if cfg.cache_dir else "")
+              + ")")  # fmt: skip
         if out is not None:
             write_json_atomic(out / f"{name}.json", rec)
     table = medmnist_table(records, files)

@@ -65,6 +65,7 @@ class _MemoryEvalCallback(pl.Callback):
     """Shared plumbing: evaluation sets, shared embeddings, reading what validate gathered, output."""
 
     prefix = "eval"
+    kind = "eval"  # the record's "kind" (what `procvision report` reads it as)
 
     def __init__(
         self,
@@ -183,6 +184,17 @@ class _MemoryEvalCallback(pl.Callback):
             return {"sets": [self.memory.describe(), self.queries.describe()]}
         return {}
 
+    def _uris(self, trainer: pl.Trainer) -> dict[str, str]:
+        """{"memory_uri", "query_uri"} of the sets evaluated (own sets during fit, else the
+        datamodule's), split included; {} when unknown."""
+        sets = (self.memory, self.queries)
+        dm = getattr(trainer, "datamodule", None)
+        if sets[0] is None and dm is not None:
+            sets = (getattr(dm, "memory_spec", None), getattr(dm, "query_spec", None))
+        if not all(isinstance(x, EvalSet) for x in sets):
+            return {}
+        return {"memory_uri": _uri_with_split(sets[0]), "query_uri": _uri_with_split(sets[1])}
+
     def _log(self, pl_module: pl.LightningModule, metrics: dict[str, float]) -> None:
         metrics = {f"{self.prefix}/{k}": float(v) for k, v in metrics.items()}
         pl_module.log_dict(metrics, rank_zero_only=True)
@@ -199,8 +211,12 @@ class _MemoryEvalCallback(pl.Callback):
             path = str(Path(trainer.log_dir or trainer.default_root_dir) / default_name)
         if path is None:
             return None
+        pl_module = trainer.lightning_module
         record = {
+            "kind": self.kind,
             **record,
+            **self._uris(trainer),
+            "model": model_record(pl_module, how),
             "produced_by": {**how, **self._sets_record(trainer, how)},
             "epoch": int(trainer.current_epoch),
             "global_step": int(trainer.global_step),
@@ -233,6 +249,7 @@ class KNNCallback(_MemoryEvalCallback):
     """
 
     prefix = "knn"
+    kind = "knn"
 
     def __init__(
         self,
@@ -300,6 +317,36 @@ class KNNCallback(_MemoryEvalCallback):
             tb.add_image(f"{self.prefix}/neighbours", panel, trainer.global_step, dataformats="HWC")
 
 
+def model_record(pl_module: pl.LightningModule | None, how: dict | None = None) -> dict[str, Any]:
+    """{"fingerprint", "params", "backbone", "arch", "config"} of the backbone evaluated: the
+    evaluator's (its `.describe()` in `how` gives the spec and fingerprint) or, during a fit, the
+    teacher's (`pl_module.teacher_backbone`; its spec is unknown: "backbone" None)."""
+    from procvision.eval.nights import model_info
+
+    how = how or {}
+    backbone = getattr(pl_module, "teacher_backbone", None)
+    spec = how.get("backbone") or getattr(pl_module, "spec", None)
+    if backbone is None:
+        return {"fingerprint": how.get("fingerprint"), "params": None, "backbone": spec}
+    info = model_info(backbone, spec)
+    if how.get("fingerprint"):
+        info["fingerprint"] = how["fingerprint"]
+    return info
+
+
+def _uri_with_split(evalset: EvalSet) -> str:
+    """The set's dataset URI with the split it opens (`fashion_mnist:test`), for the report."""
+    from procvision.data.datasets.registry import parse_dataset_uri
+
+    try:
+        named = parse_dataset_uri(evalset.dataset).split
+    except ValueError:
+        named = None
+    if named is None and evalset.split:
+        return f"{evalset.dataset}:{evalset.split}"
+    return evalset.dataset
+
+
 def _name(names: list[str], label: int) -> str:
     return names[label] if 0 <= label < len(names) else str(label)
 
@@ -316,6 +363,7 @@ class PrivacyCallback(_MemoryEvalCallback):
     """
 
     prefix = "privacy"
+    kind = "privacy"
 
     def __init__(
         self,
@@ -365,6 +413,7 @@ class UnlearningCallback(_MemoryEvalCallback):
     """
 
     prefix = "unlearning"
+    kind = "unlearning"
 
     def __init__(
         self,

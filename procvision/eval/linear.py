@@ -7,10 +7,12 @@ seeded 10% validation split of the *training* set, then retrained on the whole t
 the chosen lr and evaluated once on the test set. The test set never takes part in choosing
 anything: `select_lr` does not receive it.
 
-The features are any tensors [N, D]; `linear_probe_datasets` takes an embedding function
-`features(dataset) -> (embeddings [N, D], labels [N])` (`dataset_features` by default), the place
-where a disk cache of embeddings plugs in. The k-NN on the same features is computed alongside, so
-"k-NN vs linear" compares one embedding.
+The features are any tensors [N, D]; `dataset_features` gives the embedding function
+`features(EvalSet or dataset) -> (embeddings [N, D], labels [N])` of a backbone spec, which embeds
+`EvalSet`s through the evaluation layer's embedding cache (`procvision.eval.cache`; with
+`cache_dir`, kept on disk keyed by the backbone's fingerprint, so a second run embeds nothing).
+The k-NN on the same features is computed alongside (`probe_features`), so "k-NN vs linear"
+compares one embedding.
 """
 
 from __future__ import annotations
@@ -291,31 +293,122 @@ def linear_probe(
             "num_classes": c}  # fmt: skip
 
 
+class DatasetFeatures:
+    """The one `features` callable of `procvision linear` and `procvision medmnist`.
+
+    `features(data)` gives (L2-normalised embeddings [N, D], labels [N]) of an `EvalSet` (through
+    the evaluation layer's `EmbeddingCache`: in memory, and on disk under `cache_dir` keyed by the
+    backbone's fingerprint) or of an opened dataset (embedded directly: a plain dataset carries
+    no description to key it by). `embed_set(evalset)` also returns the opened dataset. The
+    raw-pixel baseline (`backbone=None`) reads pixels and never caches (reading them is cheaper).
+
+    Attributes:
+        backbone: the module, or None for pixels; model: its record (see `dataset_features`);
+        cache: the `EmbeddingCache` (None for pixels); sources: {set name: "embedded" | "disk" |
+        "memory" | "pixels"} of every set embedded so far.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module | None,
+        model: dict[str, Any],
+        cache_dir: str | None = None,
+        device: str = "cpu",
+        batch_size: int = 256,
+        num_workers: int = 0,
+        progress: bool = True,
+        feature: str = "cls",
+        precision: str = "fp32",
+    ) -> None:
+        from procvision.eval.cache import EmbeddingCache
+
+        self.backbone, self.model = backbone, model
+        self.device, self.batch_size, self.num_workers = device, batch_size, num_workers
+        self.progress, self.feature, self.precision = progress, feature, precision
+        self.cache = None if backbone is None else EmbeddingCache(cache_dir)
+        self.sources: dict[str, str] = {}
+
+    def embed_set(
+        self, evalset: Any, name: str | None = None
+    ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """(the opened dataset, embeddings [N, D], labels [N]) of an `EvalSet`."""
+        from procvision.eval.embed import pixel_embeddings
+
+        name = name or evalset.dataset
+        if self.backbone is None:
+            ds = evalset.open(evalset.size_for(None))
+            self.sources[name] = "pixels"
+            return (ds, *pixel_embeddings(ds, progress=self.progress))
+        ds, out = self.cache.embed(
+            self.backbone, evalset, self.device, self.feature, self.precision,  # type: ignore[arg-type]
+            progress=self.progress, desc=f"embed {name}", fingerprint=self.model.get("fingerprint"),
+        )  # fmt: skip
+        self.sources[name] = str(self.cache.last_source)
+        return ds, out.embeddings, out.labels
+
+    def __call__(self, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        from procvision.data.datasets.datamodule import EvalSet
+        from procvision.eval.embed import embed_dataset, pixel_embeddings
+
+        if isinstance(data, EvalSet):
+            return self.embed_set(data)[1:]
+        if self.backbone is None:
+            return pixel_embeddings(data, progress=self.progress)
+        return embed_dataset(self.backbone, data, self.batch_size, self.device, self.progress,
+                             self.num_workers, feature=self.feature, precision=self.precision)  # fmt: skip
+
+
 def dataset_features(
     spec: str,
     device: str = "cpu",
     batch_size: int = 256,
     num_workers: int = 0,
     progress: bool = True,
-) -> tuple[Features, dict[str, Any]]:
-    """An embedding function `features(dataset) -> (L2-normalised embeddings, labels)` for a
-    backbone spec (see `procvision.eval.recipe`), or "pixels" for the raw-pixel baseline, and the
-    model's record {"backbone", "fingerprint", "arch", "params", "config"}."""
-    from procvision.eval.embed import embed_dataset, pixel_embeddings
+    cache_dir: str | None = None,
+    feature: str = "cls",
+    precision: str = "fp32",
+) -> tuple[DatasetFeatures, dict[str, Any]]:
+    """The embedding function `features(EvalSet or dataset) -> (L2-normalised embeddings, labels)`
+    (a `DatasetFeatures`) for a backbone spec (see `procvision.eval.recipe`), or "pixels" for the
+    raw-pixel baseline, and the model's record {"backbone", "fingerprint", "arch", "params",
+    "config"}. With `cache_dir`, `EvalSet`s are embedded once per backbone fingerprint and kept
+    on disk (`procvision.eval.cache.DiskStore`)."""
+    from procvision.eval.embed import resolve_precision
     from procvision.eval.nights import model_info
     from procvision.eval.recipe import load_backbone_spec, resolve_backbone_spec
 
     if spec == "pixels":
-        return (lambda ds: pixel_embeddings(ds, progress=progress)), {"backbone": "pixels",
-                                                                      "fingerprint": "pixels"}  # fmt: skip
+        model = {"backbone": "pixels", "fingerprint": "pixels"}
+        return DatasetFeatures(None, model, None, device, batch_size, num_workers, progress), model
+    precision = resolve_precision(precision, device)
     canonical = resolve_backbone_spec(spec)
     backbone = load_backbone_spec(canonical, device)
+    model = {**model_info(backbone, canonical), "feature": feature, "precision": precision}
+    features = DatasetFeatures(backbone, model, cache_dir, device, batch_size, num_workers,
+                               progress, feature, precision)  # fmt: skip
+    return features, model
 
-    def features(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-        return embed_dataset(backbone, ds, batch_size, device, progress, num_workers)
 
-    features.backbone = backbone  # type: ignore[attr-defined]
-    return features, model_info(backbone, canonical)
+def probe_features(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    recipe: LinearRecipe = LinearRecipe(),
+    knn_ks: Sequence[int] | None = (20,),
+    num_classes: int | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """{"linear": `linear_probe`, "knn": weighted k-NN (T = 0.07) of the test features against the
+    training features (with `knn_ks`)} on one set of features."""
+    out = {"linear": linear_probe(train_x, train_y, test_x, test_y, recipe, num_classes, device,
+                                  progress)}  # fmt: skip
+    if knn_ks:
+        from procvision.eval.knn import knn_evaluate
+
+        out["knn"] = knn_evaluate(train_x, train_y, test_x, test_y, ks=tuple(knn_ks))
+    return out
 
 
 def linear_probe_datasets(
@@ -327,14 +420,8 @@ def linear_probe_datasets(
     device: str = "cpu",
     progress: bool = True,
 ) -> dict[str, Any]:
-    """`linear_probe` on `features(train)` and `features(test)`; with `knn_ks`, also the weighted
-    k-NN (T = 0.07) of the test set against the training set on the same features ("knn")."""
+    """`probe_features` on `features(train)` and `features(test)` (datasets or `EvalSet`s)."""
     train_x, train_y = features(train)
     test_x, test_y = features(test)
     c = len(getattr(train, "class_names", []) or []) or None
-    out = {"linear": linear_probe(train_x, train_y, test_x, test_y, recipe, c, device, progress)}
-    if knn_ks:
-        from procvision.eval.knn import knn_evaluate
-
-        out["knn"] = knn_evaluate(train_x, train_y, test_x, test_y, ks=tuple(knn_ks))
-    return out
+    return probe_features(train_x, train_y, test_x, test_y, recipe, knn_ks, c, device, progress)

@@ -318,7 +318,11 @@ def entries_of(record: Any, source: Path, mtime: float = 0.0) -> list[tuple[str 
     if kind in (None, "knn") and _is_knn_results(results):
         dataset = str(record.get("dataset") or dataset_of_uri(record.get("query_uri")))
         return [(None, entry("knn", dataset, _knn_values(results)))]
-    if kind is None and isinstance(results, Mapping) and "non_private_fraction" in results:
+    if (
+        kind in (None, "privacy")
+        and isinstance(results, Mapping)
+        and "non_private_fraction" in results
+    ):
         vals = {
             "non_private_pct": float(results["non_private_fraction"])
         }  # PrivacyCallback: percent

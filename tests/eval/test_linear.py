@@ -111,3 +111,28 @@ def test_statistics_come_from_the_fitted_rows_only(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(linear, "feature_stats", lambda x: (seen.append(len(x)), real(x))[1])
     linear_probe(tx, ty, qx, qy, FAST, progress=False)
     assert seen == [81, 90]  # the sweep's fit rows (90 - 9 held out), then the whole training set
+
+
+def test_dataset_features_embed_evalsets_through_the_cache(tmp_path) -> None:
+    import json
+
+    from procvision.data.datasets.datamodule import EvalSet
+    from tests.fixtures_real import TINY_BACKBONE, make_idx_root
+
+    root = make_idx_root(tmp_path / "fm", n_train=30, n_test=10)
+    spec = "random:" + json.dumps(TINY_BACKBONE)
+    features, model = linear.dataset_features(spec, progress=False, cache_dir=str(tmp_path / "c"))
+    assert model["fingerprint"] == features.backbone.fingerprint() and model["precision"] == "fp32"
+    train = EvalSet(f"fashion_mnist:{root}:train", resize_policy="resize")
+    test = EvalSet(f"fashion_mnist:{root}:test", resize_policy="resize")
+    ds, x, y = features.embed_set(train, "train")
+    direct = features(ds)  # an opened dataset: embedded directly, same numbers
+    torch.testing.assert_close(direct[0], x)
+    assert torch.equal(direct[1], y)
+    out = linear.linear_probe_datasets(features, train, test, FAST, knn_ks=(1,), progress=False)
+    assert out["linear"]["n_train"] == 30 and out["linear"]["n_test"] == 10
+    assert features.cache.passes == 2 and features.cache.hits == 1  # train came from memory
+    pixels, info = linear.dataset_features("pixels", progress=False, cache_dir=str(tmp_path / "c"))
+    assert pixels.cache is None and info["fingerprint"] == "pixels"
+    _, px, _ = pixels.embed_set(train, "train")
+    assert px.shape == (30, 784) and pixels.sources == {"train": "pixels"}
