@@ -25,8 +25,15 @@ from PIL import Image
 
 from procvision.atomic import atomic_write_path, write_json_atomic
 from procvision.data.datasets.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_idx_split
+from procvision.errors import UserError
 
 TEXTURES = ("brick", "grass", "gravel")
+
+
+class SegmentationDataError(UserError, ValueError):
+    """A segmentation data spec or benchmark setting that cannot be used."""
+
+
 DEFAULT_THRESHOLD = 32
 
 
@@ -161,9 +168,11 @@ def write_benchmark(
     argument, so the benchmark says how it was made.
     """
     if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
+        raise SegmentationDataError(f"n_images must be >= 1, got {n_images}")
     if not (1 <= objects[0] <= objects[1]) or not (0 < scale[0] <= scale[1] <= 1):
-        raise ValueError(f"objects {objects} / scale {scale}: need 1 <= min <= max, 0 < scale <= 1")
+        raise SegmentationDataError(
+            f"objects {objects} / scale {scale}: need 1 <= min <= max, 0 < scale <= 1"
+        )
     items, classes, src = load_idx_split(source_root, source_split)
     tex = load_textures(textures)
     rng = np.random.default_rng(seed)
@@ -248,6 +257,10 @@ def segmentation_data(
         max_images: the first N items (None: all); for gestalt, stimuli per principle.
         benchmark_images: images of a benchmark written by `benchmark:DIR`.
     """
+    if max_images is not None and max_images < 1:
+        raise SegmentationDataError(
+            f"max_images (--max-images) must be >= 1 or None, got {max_images}"
+        )
     kind, _, rest = spec.partition(":")
     kind = kind.strip().lower()
     root, _, split = rest.rpartition(":") if rest.count(":") else (rest, "", "")
@@ -261,7 +274,7 @@ def segmentation_data(
 
         split = split or "val2017"
         if not root:
-            raise ValueError(f"segmentation data {spec!r}: expected {kind}:DIR[:SPLIT]")
+            raise SegmentationDataError(f"segmentation data {spec!r}: expected {kind}:DIR[:SPLIT]")
         if kind == "benchmark" and not benchmark_exists(root, split):
             write_benchmark(root, benchmark_images, split=split)
         ds = COCOSegmentation(root, split, image_size, max_images)
@@ -271,8 +284,12 @@ def segmentation_data(
 
         principles = tuple(p.strip() for p in rest.split(",") if p.strip()) or PRINCIPLES
         n = max_images or 8
-        return SegmentationData(GestaltDataset(principles, n, image_size), None, 4, spec)
-    raise ValueError(
+        try:
+            ds = GestaltDataset(principles, n, image_size)
+        except ValueError as err:
+            raise SegmentationDataError(f"segmentation data {spec!r}: {err}") from err
+        return SegmentationData(ds, None, 4, spec)
+    raise SegmentationDataError(
         f"segmentation data {spec!r}: expected voc:DIR[:SPLIT], coco:DIR[:SPLIT], "
         "benchmark:DIR[:SPLIT] or gestalt[:PRINCIPLES]"
     )
