@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 from PIL import Image
 
@@ -293,3 +294,78 @@ def segmentation_data(
         f"segmentation data {spec!r}: expected voc:DIR[:SPLIT], coco:DIR[:SPLIT], "
         "benchmark:DIR[:SPLIT] or gestalt[:PRINCIPLES]"
     )
+
+
+class _ImagesWithIndex:
+    """(image float [3, S, S] in [0, 1], 0, dataset index) items of a segmentation dataset: what
+    the evaluator's validation loop batches (label maps differ in size; the callback reads them
+    from the dataset by index)."""
+
+    def __init__(self, dataset: object) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.dataset[i][0], 0, i  # type: ignore[index]
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """The validation data of `procvision validate --config configs/eval/segmentation_*.yaml`.
+
+    Over `segmentation_data(data, ...)`; its validation loader yields (images [B, 3, S, S] in [0, 1],
+    zeros, dataset indices), sharded by Lightning under DDP; `segmentation` is the opened
+    `SegmentationData` (the `SegmentationCallback` scores it).
+
+    Args:
+        data: `voc:DIR[:SPLIT] | coco:DIR[:SPLIT] | benchmark:DIR[:SPLIT] | gestalt[:P,...]`.
+        image_size: side images are resized to (None: the evaluated model's img_size).
+        max_images: the first N images (gestalt: stimuli per principle); None: all.
+        batch_size: images per forward pass and per batched PCA.
+        benchmark_images: images written by `benchmark:DIR` when DIR holds no benchmark yet.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        data: str,
+        image_size: int | None = None,
+        max_images: int | None = None,
+        batch_size: int = 8,
+        benchmark_images: int = 64,
+        num_workers: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise SegmentationDataError(f"batch_size must be >= 1, got {batch_size}")
+        if image_size is not None and image_size < 1:
+            raise SegmentationDataError(f"image_size must be >= 1 or None, got {image_size}")
+        super().__init__()
+        self.data, self.image_size, self.max_images = data, image_size, max_images
+        self.batch_size, self.benchmark_images = batch_size, benchmark_images
+        self.num_workers = num_workers
+        self.segmentation: SegmentationData | None = None
+
+    def size(self) -> int:
+        """The image side: `image_size`, else the model's img_size, else 448."""
+        if self.image_size:
+            return int(self.image_size)
+        model = getattr(self, "trainer", None) and self.trainer.lightning_module
+        backbone = getattr(model, "teacher_backbone", None)
+        return int(getattr(backbone, "config", {}).get("img_size", 448))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.segmentation is None:
+            self.segmentation = segmentation_data(
+                self.data, self.size(), self.max_images, self.benchmark_images
+            )
+
+    def val_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        self.setup()
+        ds = _ImagesWithIndex(self.segmentation.dataset)
+        return DataLoader(ds, self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def test_dataloader(self):
+        return self.val_dataloader()
