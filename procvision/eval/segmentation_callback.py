@@ -178,7 +178,8 @@ class SegmentationCallback(pl.Callback):
         self._shard: dict[str, list[float]] = {}
         self.last_results: dict[str, Any] | None = None
         self.summary: str | None = None
-        self.seconds: float | None = None
+        self.seconds: float | None = None  # cost of the last evaluation (s)
+        self.first_seconds: float | None = None  # of the first (opens the data, scores RGB once)
 
     # ----- what is scored ---------------------------------------------------------------------
     def _fit_data(self, pl_module: pl.LightningModule) -> SegmentationData:
@@ -346,6 +347,8 @@ class SegmentationCallback(pl.Callback):
         kmeans = self._kmeans(pl_module, seg) if self.kmeans and validating else None
         self._picture(trainer, pl_module, seg)
         self.seconds = time.perf_counter() - t0
+        if self.first_seconds is None:
+            self.first_seconds = self.seconds
         n = sum(not math.isnan(v) for v in inertias["model"])
         size = int(ds[0][0].shape[-1]) if len(ds) else None
         table = r2_table(rows)
