@@ -295,12 +295,15 @@ class SegmentationCallback(pl.Callback):
         table = _gather_rows(pl_module, local.reshape(-1, len(keys)))  # every rank: a collective
         how = pl_module.describe() if hasattr(pl_module, "describe") else {}
         how = {**how, "data": seg.description}
+        path = self.results_path
+        if path is None:  # trainer.log_dir is a broadcast under DDP: every rank asks it here
+            path = str(Path(trainer.log_dir or trainer.default_root_dir) / "segmentation.json")
 
         def finish() -> None:
             order = table[:, 0].argsort()
             rows = table[order]
             inertias = {k: rows[:, j].tolist() for j, k in enumerate(keys) if k != "index"}
-            self._finish(trainer, pl_module, seg, inertias, how, True, self._t0)
+            self._finish(trainer, pl_module, seg, inertias, how, True, self._t0, path)
 
         run_on_rank_zero(trainer, finish, "segmentation")
 
@@ -323,6 +326,7 @@ class SegmentationCallback(pl.Callback):
         how: dict,
         validating: bool,
         t0: float,
+        path: str | None = None,
     ) -> None:
         ds = seg.dataset
         groups = [group_of(ds[i][2]) if len(ds[i]) > 2 else "all" for i in range(len(ds))]
@@ -378,9 +382,7 @@ class SegmentationCallback(pl.Callback):
             "epoch": int(trainer.current_epoch), "global_step": int(trainer.global_step),
             "seconds": self.seconds,
         }  # fmt: skip
-        path = self.results_path
-        if path is None and validating:
-            path = str(Path(trainer.log_dir or trainer.default_root_dir) / "segmentation.json")
+        path = path or self.results_path
         if path is not None:
             write_json_atomic(path, self.last_results)
 

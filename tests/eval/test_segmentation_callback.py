@@ -124,3 +124,41 @@ def test_validate_gestalt_config_per_principle(tmp_path: Path, capsys) -> None:
         ref["model"], rel=1e-5
     )  # batched forward: float32 rounding
     assert "| closure |" in out and "| similarity |" in out
+
+
+def test_ddp_validate_scores_every_shard_once(tmp_path: Path) -> None:
+    """2 processes on gloo score one shard each of 5 stimuli (the sampler pads one); the gathered
+    inertias, de-duplicated by index, give the single-process R²."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [
+        sys.executable, "-m", "procvision.cli", "validate", "--config", str(CONFIGS / "gestalt.yaml"),
+        *QUIET, "--model.backbone", TINY_SPEC, "--data.init_args.data", "gestalt:closure",
+        "--data.init_args.image_size", "32", "--data.init_args.max_images", "5",
+        "--data.init_args.batch_size", "2", "--trainer.callbacks.grid", "16",
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator=cpu",
+        "--trainer.devices=2", "--trainer.strategy=ddp",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rec = json.loads((tmp_path / "segmentation.json").read_text())
+    assert rec["images"] == 5 and len(rec["per_image_inertia"]["model"]) == 5
+    ref = _reference("gestalt:closure", 32, 5)
+    assert rec["r2"]["model"]["all"] == pytest.approx(ref["model"], rel=1e-5)
+    assert rec["r2"]["RGB"]["all"] == pytest.approx(ref["rgb"], rel=1e-5)
+
+
+def test_segmentation_r2_default_batched_path_equals_the_per_image_reference() -> None:
+    from procvision.data.gestalt import GestaltDataset
+
+    ds = GestaltDataset(("closure", "proximity"), 3, 32)
+    bb = load_backbone_spec(TINY_SPEC, "cpu")
+    ref = segmentation_r2(bb, ds, 16, None, progress=False, batch_size=None)  # one SVD per image
+    for batch, solver in [(8, "gram"), (2, "gram"), (4, "svd")]:
+        got = segmentation_r2(bb, ds, 16, None, progress=False, batch_size=batch, solver=solver)
+        assert got.keys() == ref.keys()
+        for key, value in ref.items():
+            assert got[key] == pytest.approx(value, abs=1e-6), (batch, solver, key)
