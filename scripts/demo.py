@@ -9,6 +9,13 @@
    is saved to `<out>/memory/` for `procvision memory classify|forget` and `procvision privacy`.
    The table is the evaluation of `procvision validate --config configs/eval/knn_fashion_mnist.yaml`
    (same sets, features, precision and random init), so the two print the same numbers.
+4. Segmentation: the offline real-object benchmark (Fashion-MNIST items on scikit-image textures,
+   COCO format, `procvision segment benchmark`) is written to `<out>/seg_benchmark/` before fit;
+   the demo config's `SegmentationCallback` logs R² and PCA pictures (TensorBoard `seg/pca`) on a
+   few of its images every few epochs; at the end the zero-shot R² table (demo model, random
+   init, RGB) on the whole benchmark at SEG_EVAL_SIZE px (64: the 32-px, patch-8 model runs on
+   8 x 8 tokens through positional-embedding interpolation) is printed and written to
+   `<out>/segmentation_r2.json` (also under "segmentation" in `<out>/knn_fashion_mnist.json`).
 
 The report and the JSON always state the optimiser steps trained against the steps planned (the
 recipe is steps, not minutes: `max_time` in configs/demo.yaml is only a safety net). When the run
@@ -34,6 +41,7 @@ from procvision.atomic import write_json_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 PREVIEW_FAMILIES = ["shaders", "shaders_mixup", "kml", "kml_mixup", "stylegan", "dead_leaves"]
+SEG_EVAL_SIZE = 64  # the demo model (32 px, patch 8) evaluated at 8 x 8 tokens
 MIN_SHARE = 0.9  # below this share of the planned steps the demo fails (exit code 3)
 EXIT_CUT_SHORT = 3
 
@@ -58,6 +66,63 @@ def previews(out: Path, n: int, size: int) -> None:
     print(f"  preview: {png}" if ok else "  (GLSL preview skipped: no headless OpenGL here)")
 
 
+def write_seg_benchmark(out: Path, n_images: int, size: int) -> Path:
+    """The offline segmentation benchmark under `<out>/seg_benchmark` (seed 0), written once."""
+    from procvision.data.seg_benchmark import benchmark_exists, read_info, write_benchmark
+
+    bench = out / "seg_benchmark"
+    if benchmark_exists(bench):
+        info = read_info(bench)
+        if (info.get("n_images"), info.get("size"), info.get("seed")) == (n_images, size, 0):
+            print(f"  segmentation benchmark: {bench} (already written)")
+            return bench
+    rendered = write_benchmark(bench, n_images=n_images, size=size, seed=0)
+    n = sum(len(r.placements) for r in rendered)
+    print(f"  segmentation benchmark: {bench} ({n_images} images, {n} objects, {size} px)")
+    return bench
+
+
+def segmentation_table(export: Path, bench: Path, size: int, device: str) -> dict:
+    """Zero-shot R² (spec §4.3) of the demo model, its random init and RGB on the benchmark."""
+    from procvision.data.seg_benchmark import segmentation_data
+    from procvision.eval.recipe import load_backbone_spec, resolve_backbone_spec
+    from procvision.eval.segmentation import segmentation_r2
+
+    seg = segmentation_data(f"benchmark:{bench}", size)
+    model = load_backbone_spec(resolve_backbone_spec(str(export)), device)
+    random_spec = resolve_backbone_spec(f"random:{export}", seed=0)
+    random = load_backbone_spec(random_spec, device)
+    t0 = time.perf_counter()
+    got = segmentation_r2(model, seg.dataset, 112, seg.ignore_index, device, progress=True)
+    seconds = time.perf_counter() - t0
+    rand = segmentation_r2(random, seg.dataset, 112, seg.ignore_index, device, with_rgb=False)
+    trained = int(model.config.get("img_size", size))
+    return {
+        "r2": {"model": got["model"], "random init": rand["model"], "RGB": got["rgb"]},
+        "images": len(seg.dataset), "images_scored": got["images"], "data": seg.description,
+        "image_size": size, "model_img_size": trained, "patch_size": model.patch_size,
+        "token_grid": size // model.patch_size, "pos_embed_interpolated": trained != size,
+        "grid": 112, "pca": "batched gram (procvision.eval.seg_pca)",
+        "backbone": str(export), "random_init": random_spec,
+        "seconds_model_and_rgb": round(seconds, 2),
+    }  # fmt: skip
+
+
+def callback_record(trainer) -> dict | None:
+    """What the fit's SegmentationCallback measured last (R², its cost per epoch end)."""
+    from procvision.eval.segmentation_callback import SegmentationCallback
+
+    for cb in trainer.callbacks:
+        if isinstance(cb, SegmentationCallback) and cb.last_results is not None:
+            res = cb.last_results
+            return {"r2": res["r2"], "epoch": res["epoch"], "images": res["images"],
+                    "every_n_epochs": cb.every_n_epochs, "image_size":
+                    res["produced_by"]["image_size"],
+                    "seconds_last_epoch_end": round(float(cb.seconds or 0.0), 2),
+                    "seconds_first_epoch_end": round(float(cb.first_seconds or 0.0), 2)}  # fmt: skip
+    return None
+
+
 def train(out: Path, config: Path, extra: list[str]) -> tuple[Path, dict]:
     """Run `procvision fit`; return the teacher export directory and the training record
     (steps trained and planned, whether fast_dev_run, seconds)."""
@@ -76,6 +141,7 @@ def train(out: Path, config: Path, extra: list[str]) -> tuple[Path, dict]:
         "seconds": round(time.perf_counter() - t0, 1),
         "config": str(config),
         "overrides": list(extra),
+        "segmentation_callback": callback_record(trainer),
     }
     write_json_atomic(out / "training.json", record)
     print(f"  training took {record['seconds']:.0f} s: {steps_line(record)}")
@@ -163,23 +229,33 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preview-n", type=int, default=36, help="images per preview grid")
     ap.add_argument("--preview-size", type=int, default=96, help="preview image side")
     ap.add_argument("--no-previews", action="store_true", help="skip step 1")
+    ap.add_argument("--seg-images", type=int, default=64, help="segmentation benchmark images")
+    ap.add_argument("--seg-size", type=int, default=224, help="benchmark image side")
+    ap.add_argument(
+        "--seg-eval-size",
+        type=int,
+        default=SEG_EVAL_SIZE,
+        help="input side of the R² table (positional embeddings interpolated)",
+    )
     args, fit_overrides = ap.parse_known_args(argv)  # the rest goes to `procvision fit`
     args.out.mkdir(parents=True, exist_ok=True)
 
-    print("[1/3] previews of every procedural family")
+    print("[1/4] previews of every procedural family")
     if args.no_previews:
         print("  (skipped: --no-previews)")
     else:
         previews(args.out, args.preview_n, args.preview_size)
-    print(f"[2/3] DINO on procedural data: {args.config}")
+    bench = write_seg_benchmark(args.out, args.seg_images, args.seg_size)
+    print(f"[2/4] DINO on procedural data: {args.config}")
     if args.skip_train:
         export = latest_export(args.out / "train")
         record = previous_record(args.out, export)
     else:
-        export, record = train(args.out, args.config, fit_overrides)
+        seg_cb = [f"--trainer.callbacks.data=benchmark:{bench}"]  # the callback's benchmark
+        export, record = train(args.out, args.config, [*seg_cb, *fit_overrides])
     print(f"  teacher export: {export}")
 
-    print("[3/3] Fashion-MNIST k-NN through the visual memory")
+    print("[3/4] Fashion-MNIST k-NN through the visual memory")
     from procvision.eval.report import fashion_mnist_knn_report, knn_table
 
     report = fashion_mnist_knn_report(
@@ -191,13 +267,35 @@ def main(argv: list[str] | None = None) -> int:
         steps_line(record)
     )
     report["heading"] = heading
-    write_json_atomic(args.out / "knn_fashion_mnist.json", report)
     print()
     print(heading)
     print(knn_table(report["results"]))
+
+    print(f"\n[4/4] zero-shot segmentation R² on the benchmark at {args.seg_eval_size} px")
+    seg = segmentation_table(export, bench, args.seg_eval_size, args.device)
+    seg["training"] = {k: record.get(k) for k in ("steps_trained", "steps_planned")}
+    seg["callback"] = record.get("segmentation_callback")
+    write_json_atomic(args.out / "segmentation_r2.json", seg)
+    report["segmentation"] = seg
+    write_json_atomic(args.out / "knn_fashion_mnist.json", report)
+    print(
+        f"\nZero-shot segmentation R² on {seg['images']} benchmark images, {seg['image_size']} px "
+        f"({seg['token_grid']}x{seg['token_grid']} tokens, positional embeddings interpolated "
+        f"from {seg['model_img_size']} px)"
+    )
+    print("| features | R² |\n|---|---|")
+    for name, value in seg["r2"].items():
+        print(f"| {name} | {value:.2f} |")
+    cb = seg["callback"]
+    if cb:
+        print(
+            f"(SegmentationCallback during fit: {cb['images']} images every "
+            f"{cb['every_n_epochs']} epochs, {cb['seconds_last_epoch_end']:.1f} s per epoch end)"
+        )
     print()
     print(f"memory: {args.out / 'memory'}   logs: tensorboard --logdir {args.out / 'train'}")
     if too_short(record):
+        print_serve(args.out)
         print(
             f"error: training stopped at {steps_line(record)}, below {MIN_SHARE:.0%} of the "
             "recipe: the table is not the demo's model. Rerun on a less busy machine, or raise "
@@ -205,7 +303,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_CUT_SHORT
+    print_serve(args.out)
     return 0
+
+
+def print_serve(out: Path) -> None:
+    """The demo's last line: the command that serves its memory."""
+    print(
+        f"serve the memory: procvision serve --memory {out / 'memory'}   "
+        "(open http://127.0.0.1:8000/)"
+    )
 
 
 if __name__ == "__main__":

@@ -128,11 +128,12 @@ def test_r2_subcommand_on_coco_fixture_and_benchmark(tmp_path, bench, capsys):
                  "--json", str(out), "--pictures", str(pics)]) == 0  # fmt: skip
     rec = json.loads(out.read_text())
     assert rec["scores"]["model"]["images"] == 6 and pics.stat().st_size > 0
-    batched = tmp_path / "batched.json"
+    assert rec["pca"] == "batched 8 (gram)"  # the default path
+    batched = tmp_path / "per_image.json"
     assert main(["segment", "r2", *TINY_ARGS, "--benchmark", str(bench), "--grid", "16",
-                 "--json", str(batched), "--batch-size", "4"]) == 0  # fmt: skip
+                 "--json", str(batched), "--per-image"]) == 0  # fmt: skip
     got = json.loads(batched.read_text())
-    assert got["pca"] == "batched 4"
+    assert got["pca"] == "per image (svd)"  # the reference path gives the same scores
     for row in ("model", "random init"):
         for key, value in rec["scores"][row].items():
             assert got["scores"][row][key] == pytest.approx(value, abs=1e-6)
@@ -262,3 +263,34 @@ def test_benchmark_subcommand_writes_coco_layout(tmp_path, capsys):
     assert main(["segment", "benchmark", "--out", str(tmp_path / "c"), "--source",
                  str(tmp_path / "nothing")]) == 2  # fmt: skip
     assert "t10k-images-idx3-ubyte" in capsys.readouterr().err
+
+
+def test_segment_reports_only_user_errors_as_one_line(tmp_path, capsys):
+    """Bad input (a missing backbone, an unknown principle, a bad spec) is a UserError: one line,
+    exit 2; the command no longer turns every ValueError into a user error."""
+    from procvision.commands import segment
+    from procvision.errors import UserError
+
+    cases = [
+        (["segment", "r2", "--backbone", str(tmp_path / "missing"), "--data", "gestalt:closure"],
+         "--backbone"),
+        (["segment", "r2", *TINY_ARGS, "--data", "gestalt:nope"], "nope"),
+        (["segment", "r2", *TINY_ARGS, "--data", "coco:"], "coco:DIR"),
+        (["segment", "r2", *TINY_ARGS, "--data", "gestalt:closure", "--batch-size", "0"],
+         "--batch-size"),
+    ]  # fmt: skip
+    for argv, needle in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+    assert issubclass(segment.SegmentArgumentError, UserError)
+
+    def bug(_cfg):
+        raise ValueError("a bug, not bad input")
+
+    segment.COMMANDS["r2"], saved = bug, segment.COMMANDS["r2"]
+    try:
+        with pytest.raises(ValueError, match="a bug"):
+            main(["segment", "r2", *TINY_ARGS, "--data", "gestalt:closure"])
+    finally:
+        segment.COMMANDS["r2"] = saved

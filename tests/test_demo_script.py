@@ -28,6 +28,8 @@ def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
         [
             "--out", str(out), "--preview-n", "4", "--preview-size", "32",
             "--max-memory", "200", "--max-queries", "50",
+            "--seg-images", "3", "--seg-size", "48", "--seg-eval-size", "32",
+            "--trainer.callbacks.every_n_epochs=1", "--trainer.callbacks.max_images=2",
             "--trainer.fast_dev_run=true", "--data.init_args.batch_size=2", *TINY,
         ]
     )  # fmt: skip
@@ -44,6 +46,21 @@ def test_demo_runs_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| model |" in printed and "| raw pixels |" in printed
     assert "model trained 1 of" in printed
+    # segmentation: the benchmark written before fit, the callback's R² at the epoch end, the
+    # R² table (model, random init, RGB) at the stated input size, recorded in the demo JSON
+    assert (out / "seg_benchmark" / "annotations" / "instances_val2017.json").is_file()
+    seg = json.loads((out / "segmentation_r2.json").read_text())
+    assert set(seg["r2"]) == {"model", "random init", "RGB"} and seg["images"] == 3
+    assert seg["image_size"] == 32 and seg["token_grid"] == 4 and seg["model_img_size"] == 32
+    assert report["segmentation"]["r2"] == seg["r2"]
+    cb = seg["callback"]
+    assert cb is not None and cb["images"] == 2 and cb["seconds_last_epoch_end"] > 0
+    assert "| random init |" in printed and "| RGB |" in printed
+    assert (
+        printed.rstrip()
+        .splitlines()[-1]
+        .startswith(f"serve the memory: procvision serve --memory {out / 'memory'}")
+    )
 
 
 def test_demo_cut_short_by_max_time_says_so_and_fails(tmp_path, capsys):
@@ -52,6 +69,8 @@ def test_demo_cut_short_by_max_time_says_so_and_fails(tmp_path, capsys):
     code = demo.main(
         [
             "--out", str(out), "--no-previews", "--max-memory", "40", "--max-queries", "20",
+            "--seg-images", "2", "--seg-size", "32", "--seg-eval-size", "32",
+            "--trainer.callbacks=[]",
             "--data.init_args.source=tests.models.stand_in.GradientSource",
             "--data.init_args.samples_per_epoch=8", "--data.init_args.batch_size=2",
             "--data.init_args.num_unique=null", "--trainer.max_epochs=500",

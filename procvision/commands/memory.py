@@ -32,9 +32,7 @@ from tqdm.auto import tqdm
 from procvision.commands._common import run_reporting
 from procvision.constants import PAPER_K, PAPER_T
 from procvision.data.datasets import (
-    CorruptImageError,
     CorruptImageWarning,
-    DatasetFormatError,
     EvalTransform,
     RealDataset,
     open_dataset,
@@ -63,7 +61,6 @@ from procvision.eval.recipe import (
 )
 from procvision.memory import (
     METHODS,
-    CorruptMemory,
     FingerprintMismatch,
     InvalidArgument,
     RecipeMismatch,
@@ -79,14 +76,6 @@ from procvision.memory import (
 )
 from procvision.memory.persist import check_memory_target, is_memory_dir, read_key_file
 from procvision.memory.recipe import default_vote
-
-# Deprecated: the broad tuple `procvision segment` (EVAL's) still imports; memory and privacy
-# report exactly `procvision.errors.UserError` through `commands._common.run_reporting`. Remove
-# once segment.py uses run_reporting too.
-USER_ERRORS = (
-    DatasetFormatError, CorruptImageError, CorruptMemory, FingerprintMismatch,
-    FileNotFoundError, FileExistsError, KeyError, ValueError,
-)  # fmt: skip
 
 
 # ---------------------------------------------------------------- parser

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -27,13 +29,30 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from procvision.atomic import write_json_atomic
-from procvision.commands._common import fail, run_reporting
-from procvision.commands.memory import USER_ERRORS
-from procvision.data.datasets.base import CorruptImageError, DatasetFormatError
+from procvision.commands._common import PATH_ERRORS, fail, run_reporting
+from procvision.data.datasets.base import DatasetFormatError
+from procvision.errors import UserError
 from procvision.eval.recipe import load_backbone_spec, resolve_backbone_spec
 
 PROG = "procvision segment"
 SUBCOMMANDS = ("r2", "incontext", "knn", "kmeans", "gestalt", "benchmark")
+
+
+class SegmentArgumentError(UserError, ValueError):
+    """A `procvision segment` flag, or a path it names, that cannot be used."""
+
+
+@contextmanager
+def _user_input(what: str) -> Iterator[None]:
+    """Report a ValueError / missing-path error raised while opening what the user named (a
+    backbone, an image, a data set) as a `SegmentArgumentError` naming `what`; a `UserError`
+    passes unchanged, and errors of the computation itself stay bugs."""
+    try:
+        yield
+    except UserError:
+        raise
+    except (ValueError, TypeError, *PATH_ERRORS) as err:
+        raise SegmentArgumentError(f"{what}: {err}") from err
 
 
 class _SegmentParser(ArgumentParser):
@@ -87,9 +106,14 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--grid", type=int, default=112, help="evaluation grid side")
     p.add_argument("--pictures", type=str | None, default=None,
                    help="PNG of image | PCA colours | labels for the first images")  # fmt: skip
-    p.add_argument("--batch-size", type=int | None, default=None,
-                   help="batch the per-image PCAs (seg_pca, gram solver; same scores, ~3x "
-                        "faster on CPU); default: one image at a time")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="images per batched PCA (seg_pca, gram solver; ~3x faster on CPU than "
+                        "one SVD per image, same scores)")  # fmt: skip
+    p.add_argument(
+        "--per-image",
+        action="store_true",
+        help="the per-image reference path (one SVD per image) instead",
+    )
     sub.add_subcommand("r2", p, help="zero-shot segmentation R² (VOC, COCO or the benchmark)")
 
     p = ArgumentParser(description="In-context segmentation from a prompt mask (spec §4.4).")
@@ -157,7 +181,7 @@ def _dataset(cfg: Namespace, split: str | None = None, max_images: int | None = 
 
     given = [k for k in ("voc", "coco", "benchmark", "data") if cfg.get(k)]
     if len(given) != 1:
-        raise ValueError(
+        raise SegmentArgumentError(
             "give exactly one of --voc VOC2012/, --coco COCO/, --benchmark DIR or --data SPEC"
             + (f" (got {', '.join('--' + g for g in given)})" if given else "")
         )
@@ -168,19 +192,21 @@ def _dataset(cfg: Namespace, split: str | None = None, max_images: int | None = 
     else:
         spec = f"{kind}:{cfg[kind]}" + (f":{split}" if split else "")
     if kind == "benchmark" and not cfg.benchmark_images >= 1:
-        raise ValueError(f"--benchmark-images must be >= 1, got {cfg.benchmark_images}")
-    d = segmentation_data(spec, cfg.image_size, max_images, cfg.benchmark_images)
+        raise SegmentArgumentError(f"--benchmark-images must be >= 1, got {cfg.benchmark_images}")
+    with _user_input(f"segmentation data {spec}"):
+        d = segmentation_data(spec, cfg.image_size, max_images, cfg.benchmark_images)
     return d.dataset, d.description, d.ignore_index, d.num_classes
 
 
 def _backbones(cfg: Namespace) -> tuple[dict[str, torch.nn.Module], str]:
     """{"model": backbone, "random init": same architecture at random init} and the spec."""
-    spec = resolve_backbone_spec(
-        cfg.backbone, cfg.image_size, cfg.patch_size, cfg.seed, cfg.backbone_kwargs
-    )
-    backbone = load_backbone_spec(spec, cfg.device)
+    with _user_input(f"--backbone {cfg.backbone}"):
+        spec = resolve_backbone_spec(
+            cfg.backbone, cfg.image_size, cfg.patch_size, cfg.seed, cfg.backbone_kwargs
+        )
+        backbone = load_backbone_spec(spec, cfg.device)
     if not hasattr(backbone, "forward_features"):
-        raise ValueError(f"{cfg.backbone}: not a procvision backbone with patch features")
+        raise SegmentArgumentError(f"{cfg.backbone}: not a procvision backbone with patch features")
     out = {"model": backbone}
     if not cfg.no_random_init and getattr(backbone, "config", None):
         from procvision.models import random_backbone
@@ -223,13 +249,10 @@ def cmd_r2(cfg: Namespace) -> int:
 
     from procvision.eval.segmentation import segmentation_r2
 
-    score = segmentation_r2
-    if cfg.batch_size is not None:
-        if cfg.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-        from procvision.eval.seg_pca import batched_segmentation_r2
-
-        score = partial(batched_segmentation_r2, batch_size=cfg.batch_size)
+    if cfg.batch_size < 1:
+        raise SegmentArgumentError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    batch = None if cfg.per_image else cfg.batch_size
+    score = partial(segmentation_r2, batch_size=batch)
     dataset, desc, ignore, _ = _dataset(cfg, max_images=cfg.max_images)
     backbones, spec = _backbones(cfg)
     t0 = time.perf_counter()
@@ -246,7 +269,7 @@ def cmd_r2(cfg: Namespace) -> int:
     if cfg.pictures:
         _r2_pictures(cfg, backbones, dataset)
     _write(cfg, {"scores": scores, "backbone": spec, "grid": cfg.grid, "split": cfg.split,
-                 "pca": "per image" if cfg.batch_size is None else f"batched {cfg.batch_size}",
+                 "pca": "per image (svd)" if batch is None else f"batched {batch} (gram)",
                  "data": desc, "seconds_model_and_rgb": seconds,
                  **_sizes(cfg, backbones["model"])})  # fmt: skip
     return 0
@@ -282,14 +305,16 @@ def _r2_pictures(cfg: Namespace, backbones: dict, dataset, n: int = 4) -> None:
 def _read_image(path: str) -> torch.Tensor:
     from procvision.data.datasets.base import open_image
 
-    img = open_image(path).convert("RGB")
+    with _user_input(path):
+        img = open_image(path).convert("RGB")
     return torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1)
 
 
 def _read_mask(path: str, size: tuple[int, int], what: str) -> torch.Tensor:
     from procvision.data.datasets.base import open_image
 
-    m = open_image(path).convert("L")
+    with _user_input(f"{what} {path}"):
+        m = open_image(path).convert("L")
     if (m.size[1], m.size[0]) != size:
         raise DatasetFormatError(
             f"{what} {path} is {m.size[0]}x{m.size[1]} but its image is {size[1]}x{size[0]}: "
@@ -304,12 +329,12 @@ def cmd_incontext(cfg: Namespace) -> int:
     single = [cfg.prompt, cfg.mask, cfg.query]
     backbones, spec = _backbones(cfg)
     if cfg.temperature is not None and not cfg.temperature > 0:
-        raise ValueError(f"--temperature must be > 0, got {cfg.temperature}")
+        raise SegmentArgumentError(f"--temperature must be > 0, got {cfg.temperature}")
     record: dict[str, Any] = {"backbone": spec, "temperature": cfg.temperature or "C",
                               **_sizes(cfg, backbones["model"])}  # fmt: skip
     if any(single):
         if not all(single):
-            raise ValueError("one pair needs --prompt IMG, --mask PNG and --query IMG")
+            raise SegmentArgumentError("one pair needs --prompt IMG, --mask PNG and --query IMG")
         prompt, query = _read_image(cfg.prompt), _read_image(cfg.query)
         mask = _read_mask(cfg.mask, tuple(prompt.shape[1:]), "--mask")
         target = (
@@ -341,7 +366,9 @@ def cmd_incontext(cfg: Namespace) -> int:
     classes = [c for c in record["model"] if c != "mean"]
     names = getattr(dataset, "categories", {})
     if not classes:
-        raise ValueError(f"{desc}: no class is held by two images, so there is no pair to score")
+        raise SegmentArgumentError(
+            f"{desc}: no class is held by two images, so there is no pair to score"
+        )
     rows = [[names.get(int(c), c)] + [record[b][c]["soft_iou"] for b in backbones] for c in classes]
     rows.append(["mean"] + [record[b]["mean"]["soft_iou"] for b in backbones])
     _table(f"in-context mean soft IoU per class on {desc}", ["class", *backbones], rows)
@@ -371,9 +398,9 @@ def cmd_knn(cfg: Namespace) -> int:
 
     votes = list(VOTES) if cfg.vote == "both" else [cfg.vote]
     if any(v not in VOTES for v in votes):
-        raise ValueError(f"--vote: expected softmax, topk or both, got {cfg.vote!r}")
+        raise SegmentArgumentError(f"--vote: expected softmax, topk or both, got {cfg.vote!r}")
     if cfg.memory_images < 1:
-        raise ValueError(f"--memory-images must be >= 1, got {cfg.memory_images}")
+        raise SegmentArgumentError(f"--memory-images must be >= 1, got {cfg.memory_images}")
     query_split = cfg.split or ("val" if cfg.voc else "val2017")
     memory_split = cfg.memory_split or ("train" if cfg.voc else query_split)
     queries, desc, ignore, num_classes = _dataset(cfg, split=query_split)
@@ -385,7 +412,7 @@ def cmd_knn(cfg: Namespace) -> int:
     taken = set(mem_idx) if same else set()
     q_idx = [i for i in range(len(queries)) if i not in taken][: cfg.max_images]
     if not q_idx:
-        raise ValueError(
+        raise SegmentArgumentError(
             f"no query image left: the split has {len(queries)} images and --memory-images "
             f"{cfg.memory_images} of them went to the memory; lower --memory-images"
         )
@@ -443,7 +470,8 @@ def cmd_gestalt(cfg: Namespace) -> int:
                               "stimulus_seed": cfg.seed, **_sizes(cfg, backbones["model"])}  # fmt: skip
     table: dict[str, dict[str, float]] = {}
     for p in principles:
-        ds = GestaltDataset(p, cfg.n, cfg.image_size, cfg.seed)
+        with _user_input(f"--principles {p} / --n {cfg.n} / --image-size {cfg.image_size}"):
+            ds = GestaltDataset(p, cfg.n, cfg.image_size, cfg.seed)
         row = {}
         for name, bb in backbones.items():
             row[name] = segmentation_r2(bb, ds, cfg.grid, None, cfg.device, False, False)["model"]
@@ -474,9 +502,10 @@ def cmd_benchmark(cfg: Namespace) -> int:
     from procvision.data.datasets.idx import FASHION_MNIST_ROOT
     from procvision.data.seg_benchmark import write_benchmark
 
-    rendered = write_benchmark(cfg.out, cfg.n_images, cfg.size, cfg.seed, cfg.split,
-                               cfg.source or FASHION_MNIST_ROOT,
-                               item_colour=cfg.item_colour)  # fmt: skip
+    with _user_input(f"segment benchmark --out {cfg.out}"):
+        rendered = write_benchmark(cfg.out, cfg.n_images, cfg.size, cfg.seed, cfg.split,
+                                   cfg.source or FASHION_MNIST_ROOT,
+                                   item_colour=cfg.item_colour)  # fmt: skip
     n = sum(len(r.placements) for r in rendered)
     print(f"wrote {cfg.n_images} images with {n} objects to {cfg.out} "
           f"(annotations/instances_{cfg.split}.json, {cfg.split}/)")  # fmt: skip
@@ -491,5 +520,4 @@ def run(cfg: Namespace) -> int:
     name = cfg.command
     if name not in COMMANDS:
         return fail(PROG, f"unknown subcommand {name!r}: use one of {', '.join(SUBCOMMANDS)}")
-    return run_reporting(f"{PROG} {name}", COMMANDS[name], cfg[name],
-                         extra=(*USER_ERRORS, CorruptImageError))  # fmt: skip
+    return run_reporting(f"{PROG} {name}", COMMANDS[name], cfg[name])

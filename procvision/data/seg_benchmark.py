@@ -20,13 +20,21 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 from PIL import Image
 
 from procvision.atomic import atomic_write_path, write_json_atomic
 from procvision.data.datasets.idx import FASHION_MNIST_CLASSES, FASHION_MNIST_ROOT, load_idx_split
+from procvision.errors import UserError
 
 TEXTURES = ("brick", "grass", "gravel")
+
+
+class SegmentationDataError(UserError, ValueError):
+    """A segmentation data spec or benchmark setting that cannot be used."""
+
+
 DEFAULT_THRESHOLD = 32
 
 
@@ -161,9 +169,11 @@ def write_benchmark(
     argument, so the benchmark says how it was made.
     """
     if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
+        raise SegmentationDataError(f"n_images must be >= 1, got {n_images}")
     if not (1 <= objects[0] <= objects[1]) or not (0 < scale[0] <= scale[1] <= 1):
-        raise ValueError(f"objects {objects} / scale {scale}: need 1 <= min <= max, 0 < scale <= 1")
+        raise SegmentationDataError(
+            f"objects {objects} / scale {scale}: need 1 <= min <= max, 0 < scale <= 1"
+        )
     items, classes, src = load_idx_split(source_root, source_split)
     tex = load_textures(textures)
     rng = np.random.default_rng(seed)
@@ -248,6 +258,10 @@ def segmentation_data(
         max_images: the first N items (None: all); for gestalt, stimuli per principle.
         benchmark_images: images of a benchmark written by `benchmark:DIR`.
     """
+    if max_images is not None and max_images < 1:
+        raise SegmentationDataError(
+            f"max_images (--max-images) must be >= 1 or None, got {max_images}"
+        )
     kind, _, rest = spec.partition(":")
     kind = kind.strip().lower()
     root, _, split = rest.rpartition(":") if rest.count(":") else (rest, "", "")
@@ -261,7 +275,7 @@ def segmentation_data(
 
         split = split or "val2017"
         if not root:
-            raise ValueError(f"segmentation data {spec!r}: expected {kind}:DIR[:SPLIT]")
+            raise SegmentationDataError(f"segmentation data {spec!r}: expected {kind}:DIR[:SPLIT]")
         if kind == "benchmark" and not benchmark_exists(root, split):
             write_benchmark(root, benchmark_images, split=split)
         ds = COCOSegmentation(root, split, image_size, max_images)
@@ -271,8 +285,87 @@ def segmentation_data(
 
         principles = tuple(p.strip() for p in rest.split(",") if p.strip()) or PRINCIPLES
         n = max_images or 8
-        return SegmentationData(GestaltDataset(principles, n, image_size), None, 4, spec)
-    raise ValueError(
+        try:
+            ds = GestaltDataset(principles, n, image_size)
+        except ValueError as err:
+            raise SegmentationDataError(f"segmentation data {spec!r}: {err}") from err
+        return SegmentationData(ds, None, 4, spec)
+    raise SegmentationDataError(
         f"segmentation data {spec!r}: expected voc:DIR[:SPLIT], coco:DIR[:SPLIT], "
         "benchmark:DIR[:SPLIT] or gestalt[:PRINCIPLES]"
     )
+
+
+class _ImagesWithIndex:
+    """(image float [3, S, S] in [0, 1], 0, dataset index) items of a segmentation dataset: what
+    the evaluator's validation loop batches (label maps differ in size; the callback reads them
+    from the dataset by index)."""
+
+    def __init__(self, dataset: object) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple:
+        return self.dataset[i][0], 0, i  # type: ignore[index]
+
+
+class SegmentationDataModule(pl.LightningDataModule):
+    """The validation data of `procvision validate --config configs/eval/segmentation_*.yaml`.
+
+    Over `segmentation_data(data, ...)`; its validation loader yields (images [B, 3, S, S] in [0, 1],
+    zeros, dataset indices), sharded by Lightning under DDP; `segmentation` is the opened
+    `SegmentationData` (the `SegmentationCallback` scores it).
+
+    Args:
+        data: `voc:DIR[:SPLIT] | coco:DIR[:SPLIT] | benchmark:DIR[:SPLIT] | gestalt[:P,...]`.
+        image_size: side images are resized to (None: the evaluated model's img_size).
+        max_images: the first N images (gestalt: stimuli per principle); None: all.
+        batch_size: images per forward pass and per batched PCA.
+        benchmark_images: images written by `benchmark:DIR` when DIR holds no benchmark yet.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        data: str,
+        image_size: int | None = None,
+        max_images: int | None = None,
+        batch_size: int = 8,
+        benchmark_images: int = 64,
+        num_workers: int = 0,
+    ) -> None:
+        if batch_size < 1:
+            raise SegmentationDataError(f"batch_size must be >= 1, got {batch_size}")
+        if image_size is not None and image_size < 1:
+            raise SegmentationDataError(f"image_size must be >= 1 or None, got {image_size}")
+        super().__init__()
+        self.data, self.image_size, self.max_images = data, image_size, max_images
+        self.batch_size, self.benchmark_images = batch_size, benchmark_images
+        self.num_workers = num_workers
+        self.segmentation: SegmentationData | None = None
+
+    def size(self) -> int:
+        """The image side: `image_size`, else the model's img_size, else 448."""
+        if self.image_size:
+            return int(self.image_size)
+        model = getattr(self, "trainer", None) and self.trainer.lightning_module
+        backbone = getattr(model, "teacher_backbone", None)
+        return int(getattr(backbone, "config", {}).get("img_size", 448))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.segmentation is None:
+            self.segmentation = segmentation_data(
+                self.data, self.size(), self.max_images, self.benchmark_images
+            )
+
+    def val_dataloader(self):
+        from torch.utils.data import DataLoader
+
+        self.setup()
+        ds = _ImagesWithIndex(self.segmentation.dataset)
+        return DataLoader(ds, self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def test_dataloader(self):
+        return self.val_dataloader()

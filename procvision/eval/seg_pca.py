@@ -221,6 +221,8 @@ def batched_segmentation_r2(
 
     if backbone is None and not with_rgb:
         raise ValueError("nothing to score: give a backbone or with_rgb=True")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model_i: list[float] = []
     rgb_i: list[float] = []
     starts = range(0, len(dataset), batch_size)

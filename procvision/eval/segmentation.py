@@ -17,6 +17,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from procvision.data.augment import normalize
+from procvision.errors import UserError
+
+
+class NoScorableImageError(UserError, ValueError):
+    """No image of the data had labelled foreground pixels and non-constant features."""
 
 
 def pca_colours(features: torch.Tensor, n_components: int = 3) -> torch.Tensor:
@@ -128,7 +133,10 @@ def r2_score(inertias: Iterable[float]) -> float:
     """100 * (1 - mean inertia) over the images whose inertia is a number (spec §4.3, step 7)."""
     vals = [v for v in inertias if not math.isnan(v)]
     if not vals:
-        raise ValueError("no image had labelled pixels and non-constant features")
+        raise NoScorableImageError(
+            "no image had labelled foreground pixels and non-constant features: check the "
+            "label maps (background 0 and the ignore label are dropped) or give more images"
+        )
     return 100.0 * (1.0 - sum(vals) / len(vals))
 
 
@@ -163,8 +171,15 @@ def segmentation_r2(
     device: str = "cpu",
     progress: bool = True,
     with_rgb: bool = True,
+    batch_size: int | None = 8,
+    solver: str = "gram",
 ) -> dict[str, float]:
     """R² (spec §4.3) of a backbone's patch features and of RGB pixels over a dataset.
+
+    By default the per-image PCAs are batched (`seg_pca.batched_segmentation_r2`, solver "gram":
+    eigh of each image's D x D scatter, about 3x faster on CPU and equal to this per-image path to
+    1e-9); `batch_size=None` runs the per-image reference path (one SVD per image), which the
+    tests compare against scikit-learn.
 
     Args:
         backbone: a procvision Backbone, or None for the RGB baseline only.
@@ -175,6 +190,9 @@ def segmentation_r2(
         device: where the backbone runs.
         progress: show a progress bar.
         with_rgb: also score the RGB baseline.
+        batch_size: images per batched PCA (they must share one size, as the readers make
+            them), or None for the per-image reference path.
+        solver: the batched PCA's solver, "gram" or "svd" (`seg_pca.principal_axes`).
     Returns:
         {"model": R², "rgb": R², "images": images scored, "skipped": images that could not be
         scored (no foreground, constant features)}; "model" only with a backbone, "rgb" only
@@ -182,6 +200,11 @@ def segmentation_r2(
     """
     if backbone is None and not with_rgb:
         raise ValueError("nothing to score: give a backbone or with_rgb=True")
+    if batch_size is not None:
+        from procvision.eval.seg_pca import batched_segmentation_r2
+
+        return batched_segmentation_r2(backbone, dataset, grid, ignore_index, device, batch_size,
+                                       solver, with_rgb, progress)  # fmt: skip
     model_i, rgb_i = [], []
     for i in tqdm(range(len(dataset)), desc="segmentation R²", disable=not progress):
         image, labels = dataset[i][:2]

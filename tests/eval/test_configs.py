@@ -51,6 +51,28 @@ def test_eval_config_parses_and_instantiates(name: str, tmp_path: Path) -> None:
     assert not hasattr(cli.datamodule, "n_local_crops")
 
 
+@pytest.mark.parametrize(
+    "name", ["segmentation_coco", "segmentation_voc", "segmentation_benchmark", "gestalt"]
+)
+def test_segmentation_config_parses_and_instantiates(name: str, tmp_path: Path) -> None:
+    from procvision.data.seg_benchmark import SegmentationDataModule
+    from procvision.eval.segmentation_callback import SegmentationCallback
+
+    cli = run_lightning_cli(
+        ["--config", str(CONFIGS / f"{name}.yaml"), "--model.backbone", TINY_SPEC,
+         "--trainer.default_root_dir", str(tmp_path)],
+        run=False, evaluate=True,
+    )  # fmt: skip
+    [seg] = [c for c in cli.trainer.callbacks if isinstance(c, SegmentationCallback)]
+    assert seg.grid == 112 and seg.with_rgb and seg.with_random_init
+    assert seg.per_group == (name == "gestalt")
+    assert isinstance(cli.datamodule, SegmentationDataModule)
+    kind = cli.datamodule.data.split(":")[0]
+    assert kind == {"segmentation_coco": "coco", "segmentation_voc": "voc",
+                    "segmentation_benchmark": "benchmark", "gestalt": "gestalt"}[name]  # fmt: skip
+    assert isinstance(cli.model, BackboneEvaluator) and cli.model.backbone.embed_dim == 32
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
     """A one-step DINOModule: its Lightning checkpoint, its teacher export, a fixture dataset."""

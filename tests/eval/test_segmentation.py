@@ -46,11 +46,16 @@ def test_normalised_inertia_hand_computed():
 
 
 def _two_region_image(size=16):
-    """RGB [H, W, 3]: left half red, right half blue with a green square; labels to match."""
+    """RGB [H, W, 3]: left half red with a yellow square, right half blue with a green square;
+    labels to match (the red half and its yellow square are background 0).
+
+    Four affinely independent colours, so all three principal components vary (with three
+    colours the third component is constant and only rounding noise kept it from NaN)."""
     img = torch.zeros(size, size, 3)
     img[:, : size // 2, 0] = 1.0
     img[:, size // 2 :, 2] = 1.0
     img[4:8, 10:14] = torch.tensor([0.0, 1.0, 0.0])
+    img[10:13, 2:5] = torch.tensor([1.0, 1.0, 0.0])
     labels = torch.zeros(size, size, dtype=torch.long)  # background: the red half
     labels[:, size // 2 :] = 3
     labels[4:8, 10:14] = 7
@@ -59,6 +64,9 @@ def _two_region_image(size=16):
 
 def test_rgb_baseline_separates_colour_defined_regions():
     img, labels = _two_region_image()
+    colours = grid_colours(img, 16).reshape(-1, 3)
+    assert not colours.isnan().any()  # every component varies: no constant third component
+    assert (colours.amax(0) - colours.amin(0)).min() == pytest.approx(1.0)
     # Labels that follow the colours: the two foreground classes are each constant -> I = 0.
     assert image_inertia(img, labels, grid=16) == pytest.approx(0.0, abs=1e-12)
     # Labels that ignore the colours mix blue and green pixels in one class -> I > 0.
