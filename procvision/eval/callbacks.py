@@ -89,6 +89,7 @@ class _MemoryEvalCallback(pl.Callback):
         self.progress = progress
         self.last_results: dict[str, Any] | None = None
         self.summary: str | None = None
+        self._log_dir: str | None = None  # resolved on every rank before rank-0 work
 
     # ----- fit: embed through the shared cache --------------------------------------------------
     def _due(self, trainer: pl.Trainer) -> bool:
@@ -151,6 +152,9 @@ class _MemoryEvalCallback(pl.Callback):
         how = pl_module.describe() if hasattr(pl_module, "describe") else {}
         if hasattr(dm, "specs"):
             how["sets"] = [s.describe() for s in dm.specs]
+        # trainer.log_dir is a broadcast under DDP: resolve it here, on every rank, never inside
+        # the rank-0-only evaluation (where the other ranks would never join it)
+        self._log_dir = str(trainer.log_dir or trainer.default_root_dir)
 
         def evaluate() -> None:
             self._evaluate(trainer, pl_module, got[0], got[1], sets, how, validating=True)
@@ -208,7 +212,7 @@ class _MemoryEvalCallback(pl.Callback):
     ) -> Path | None:
         path = self.results_path
         if path is None and validating:
-            path = str(Path(trainer.log_dir or trainer.default_root_dir) / default_name)
+            path = str(Path(self._log_dir or trainer.default_root_dir) / default_name)
         if path is None:
             return None
         pl_module = trainer.lightning_module

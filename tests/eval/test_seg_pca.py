@@ -77,7 +77,7 @@ def test_batched_segmentation_r2_equals_the_per_image_loop(tmp_path):
 
     ds = VOCSegmentation(_voc(tmp_path / "VOC"), "val", 32)
     bb = random_backbone("vit_tiny_patch16_224", 32, 8, seed=0, **TINY).eval()
-    ref = segmentation_r2(bb, ds, grid=16, progress=False)
+    ref = segmentation_r2(bb, ds, grid=16, batch_size=None, progress=False)  # per-image reference
     got = batched_segmentation_r2(bb, ds, grid=16, batch_size=2, progress=False)
     assert got.keys() == ref.keys()
     for key in ref:
