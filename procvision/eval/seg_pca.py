@@ -217,7 +217,7 @@ def batched_segmentation_r2(
     from tqdm.auto import tqdm
 
     from procvision.data.augment import normalize
-    from procvision.eval.segmentation import r2_score
+    from procvision.eval.segmentation import r2_summary
 
     if backbone is None and not with_rgb:
         raise ValueError("nothing to score: give a backbone or with_rgb=True")
@@ -236,11 +236,4 @@ def batched_segmentation_r2(
         if backbone is not None:
             feats = backbone.forward_features(normalize(images.to(device)))["patches"]
             model_i += batched_image_inertia(feats, labels, grid, ignore_index, solver)
-    counted = model_i if backbone is not None else rgb_i
-    scored = float(sum(not math.isnan(v) for v in counted))
-    out = {"images": scored, "skipped": float(len(counted)) - scored}
-    if with_rgb:
-        out["rgb"] = r2_score(rgb_i)
-    if backbone is not None:
-        out["model"] = r2_score(model_i)
-    return out
+    return r2_summary(model_i if backbone is not None else None, rgb_i if with_rgb else None)

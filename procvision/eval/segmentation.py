@@ -129,6 +129,19 @@ def image_inertia(
     return normalised_inertia(colours[keep][fg], inverse[fg])
 
 
+def r2_summary(model: list[float] | None, rgb: list[float] | None) -> dict[str, float]:
+    """{"images", "skipped", "model"?, "rgb"?} of per-image inertias (NaN = not scorable): R² of
+    the model's and of RGB's inertias, counting the images of the model's list (else RGB's)."""
+    counted = model if model is not None else (rgb or [])
+    scored = float(sum(not math.isnan(v) for v in counted))
+    out = {"images": scored, "skipped": float(len(counted)) - scored}
+    if rgb is not None:
+        out["rgb"] = r2_score(rgb)
+    if model is not None:
+        out["model"] = r2_score(model)
+    return out
+
+
 def r2_score(inertias: Iterable[float]) -> float:
     """100 * (1 - mean inertia) over the images whose inertia is a number (spec §4.3, step 7)."""
     vals = [v for v in inertias if not math.isnan(v)]
@@ -213,11 +226,4 @@ def segmentation_r2(
         if backbone is not None:
             x = normalize(image[None].to(device))[0]
             model_i.append(backbone_inertia(backbone, x, labels, grid, ignore_index))
-    counted = model_i if backbone is not None else rgb_i
-    scored = float(sum(not math.isnan(v) for v in counted))
-    out = {"images": scored, "skipped": float(len(counted)) - scored}
-    if with_rgb:
-        out["rgb"] = r2_score(rgb_i)
-    if backbone is not None:
-        out["model"] = r2_score(model_i)
-    return out
+    return r2_summary(model_i if backbone is not None else None, rgb_i if with_rgb else None)
