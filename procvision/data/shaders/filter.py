@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from procvision.atomic import atomic_write_path
 from procvision.data import rng
 from procvision.data.shaders.core import render_ids, resolve_families
 from procvision.data.shaders.shipped import shipped_valid
@@ -123,11 +123,7 @@ def _load(path: Path, pool_size: int) -> Tensor | None:
 
 def _save(path: Path, valid: Tensor) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save(valid.to(torch.int32).cpu(), tmp)
-        os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+        atomic_write_path(path, lambda tmp: torch.save(valid.to(torch.int32).cpu(), tmp))
     except OSError as e:
         log.warning("could not write shader cache %s: %s", path, e)
 
