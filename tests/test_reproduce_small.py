@@ -86,6 +86,10 @@ def test_reproduce_small_runs_every_step_resumes_and_reports(tmp_path, capsys):
     assert kinds == {("knn", "fashion_mnist"), ("linear", "fashion_mnist"),
                      ("privacy", "fashion_mnist"), ("r2", "seg_benchmark"), ("gestalt", "gestalt")}  # fmt: skip
     assert ("r2", "seg_benchmark") in loaded["raw_pixels"].entries
+    from procvision.eval.paper_report import GESTALT_PRINCIPLES
+
+    for run in loaded.values():  # every principle of Table 4 has a number (no gap)
+        assert set(run.entries[("gestalt", "gestalt")].values) == set(GESTALT_PRINCIPLES)
     assert loaded["random_init_seed0"].family == "random_init"
     report = (out / "report" / "report.md").read_text()
     assert "kml_mixup_seed0" in report and "stylegan_seed0" in report
