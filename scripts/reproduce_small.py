@@ -1,7 +1,7 @@
 """`make reproduce-small`: the paper's family ordering, reproduced small enough for a CPU (issue 13).
 
 Trains the demo-sized model (configs/small/<family>.yaml: configs/demo.yaml with only the data
-family changed, 640 steps each) on Shaders, Shaders Mixup, Shaders KML, Shaders KML Mixup and
+family changed, the demo's 960 steps each) on Shaders, Shaders Mixup, Shaders KML, Shaders KML Mixup and
 StyleGAN-random with two seeds each; evaluates every run, the same architecture at random init
 (one per seed) and raw pixels on
 - Fashion-MNIST k-NN (memory 60k train, queries 10k test, weighted vote, the paper's k sweep),
@@ -139,6 +139,11 @@ def train(run_dir: Path, family: str, seed: int, fit_args: Sequence[str], scratc
         shutil.rmtree(export)
     shutil.copytree(exports[-1].parent, export)
     planned = trainer.estimated_stepping_batches
+    if planned != float("inf") and not trainer.fast_dev_run and trainer.global_step < planned:
+        # max_time or a signal stopped it: the budget must be identical for every run, so the
+        # step is not marked done and the next invocation trains it again
+        raise SystemExit(f"{run_dir.name}: training stopped at step {trainer.global_step} of "
+                         f"{int(planned)}; not marked done (rerun to train it again)")  # fmt: skip
     return {"steps_trained": int(trainer.global_step),
             "steps_planned": None if planned == float("inf") else int(planned),
             "config": str((CONFIGS / f"{family}.yaml").relative_to(REPO)),
