@@ -42,6 +42,9 @@ format:
 demo: setup
 	$(BIN)/python scripts/demo.py --out demo_out
 
+reproduce-small: setup
+	$(BIN)/python scripts/reproduce_small.py --out results/small
+
 bench: setup
 	$(BIN)/python scripts/bench_generate.py
 	$(BIN)/python scripts/bench_memory.py
