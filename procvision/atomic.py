@@ -82,22 +82,13 @@ def atomic_write(
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
-    p = check_output_file(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        enc = (encoding or "utf-8") if mode == "w" else None
-        with os.fdopen(fd, mode, encoding=enc) as f:
+    enc = (encoding or "utf-8") if mode == "w" else None
+
+    def write_to(tmp: str) -> None:
+        with open(tmp, mode, encoding=enc) as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_dir(p.parent)
-    return p
+
+    return atomic_write_path(path, write_to)
 
 
 def atomic_write_path(path: str | Path, write_to: Callable[[str], Any]) -> Path:
