@@ -117,3 +117,47 @@ def test_linear_second_run_with_a_cache_dir_embeds_nothing(
     assert sum(forwards) == 20
     third = json.loads((tmp_path / "c.json").read_text())
     assert third["features"]["sources"] == {"train": "embedded", "test": "disk"}
+
+
+def test_linear_precision_and_feature_are_settings_recorded_and_cached_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--precision / --feature reach the embedding (as validate's --model.precision/feature), land
+    in the JSON, and key the disk cache: an fp32 entry is never served to a bf16 run."""
+    from procvision.eval.embed import resolve_precision
+
+    root = make_idx_root(tmp_path / "fm", n_train=20, n_test=10)
+    forwards = count_forwards(monkeypatch)
+    args = ["linear", "--backbone", "random:" + json.dumps(TINY_BACKBONE),
+            "--train", f"fashion_mnist:{root}:train", "--test", f"fashion_mnist:{root}:test",
+            "--lrs", "[0.1]", "--epochs", "1", "--knn-ks", "[1]", "--cache-dir", str(tmp_path / "c")]  # fmt: skip
+    records = {}
+    for precision, feature in (
+        ("fp32", "cls"),
+        ("bf16", "cls"),
+        ("fp32", "cls_prenorm"),
+        ("auto", "cls"),
+    ):
+        forwards.clear()
+        out = tmp_path / f"{precision}_{feature}.json"
+        assert (
+            main([*args, "--precision", precision, "--feature", feature, "--json", str(out)]) == 0
+        )
+        records[precision, feature] = rec = json.loads(out.read_text())
+        assert rec["model"]["precision"] == resolve_precision(precision, "cpu")
+        assert rec["model"]["feature"] == feature
+        sources = set(rec["features"]["sources"].values())
+        if precision == "auto":  # served from the entry of what it resolves to: no forward
+            assert sources == {"disk"} and sum(forwards) == 0
+        else:  # a new (precision, feature) is a new entry (cls_prenorm bypasses Backbone.forward)
+            assert sources == {"embedded"} and sum(forwards) == (30 if feature == "cls" else 0)
+    fp32, prenorm = records["fp32", "cls"], records["fp32", "cls_prenorm"]
+    assert fp32["model"]["fingerprint"] == prenorm["model"]["fingerprint"]
+
+
+def test_linear_rejects_an_unknown_precision(capsys) -> None:
+    with pytest.raises(SystemExit) as info:  # the typed parser refuses it before anything runs
+        main(["linear", "--precision", "fp8"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "precision" in err and "fp8" in err

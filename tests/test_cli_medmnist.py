@@ -130,3 +130,16 @@ def test_medmnist_second_run_with_a_cache_dir_embeds_nothing(
     [folder] = (tmp_path / "cache").iterdir()
     assert folder.name == first["breast"]["model"]["fingerprint"]
     assert len(list(folder.glob("*.json"))) == 4  # two sets x (memory, queries)
+
+
+def test_medmnist_precision_is_a_setting_recorded_in_each_json(tmp_path: Path) -> None:
+    root = tmp_path / "med"
+    make_medmnist_npz(root / "breastmnist.npz")
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        rc = main(["medmnist", "--root", str(root), "--backbone", "random:" + json.dumps(TINY_BACKBONE),
+                   "--sets", "[breast]", "--out", str(out), "--ks", "[1]", "--precision", precision,
+                   "--feature", "cls_prenorm"])  # fmt: skip
+        assert rc == 0
+        rec = json.loads((out / "breast.json").read_text())
+        assert rec["model"]["precision"] == precision and rec["model"]["feature"] == "cls_prenorm"

@@ -12,12 +12,14 @@ any spec of `procvision.eval.recipe` (export dir, .safetensors, .ckpt, DINO .pth
 With `--cache-dir DIR` the embeddings are kept on disk by the evaluation layer's cache, keyed by
 the backbone's fingerprint and the set's description (dataset, split, transform, subset), feature
 and precision: a second run with the same backbone and sets embeds nothing (a new lr sweep or k
-costs only the probe). Off by default.
+costs only the probe). Off by default. `--precision`/`--feature` mean what validate's
+`--model.precision`/`--model.feature` mean (default auto/cls) and are recorded in the JSON.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
@@ -70,6 +72,19 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--json", type=str | None, default=None, help="write the result JSON here")
     p.add_argument("--device", type=str, default="cpu")
     p.add_argument("--embed-batch-size", type=int, default=256)
+    p.add_argument(
+        "--precision",
+        type=Literal["auto", "fp32", "bf16"],
+        default="auto",
+        help="embedding precision, as validate's --model.precision (auto: bf16 on CUDA "
+        "and on CPUs with native bf16, else fp32); recorded in the JSON",
+    )
+    p.add_argument(
+        "--feature",
+        type=Literal["cls", "cls_prenorm"],
+        default="cls",
+        help="CLS after (cls) or before (cls_prenorm) the final norm; recorded in the JSON",
+    )
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--skip-corrupt", action="store_true")
     p.add_argument("--cache-dir", type=str | None, default=None,
@@ -109,7 +124,8 @@ def _run(cfg: Namespace) -> int:
         raise LinearArgumentError(str(err)) from err
     try:
         features, model = dataset_features(cfg.backbone, cfg.device, cfg.embed_batch_size,
-                                           cfg.num_workers, cache_dir=cfg.cache_dir)  # fmt: skip
+                                           cfg.num_workers, cache_dir=cfg.cache_dir,
+                                           feature=cfg.feature, precision=cfg.precision)  # fmt: skip
     except ValueError as err:
         raise LinearArgumentError(f"--backbone {cfg.backbone}: {err}") from err
     backbone = getattr(features, "backbone", None)

@@ -13,12 +13,15 @@ A set whose file is missing is a gap in the table, never a zero. With `--cache-d
 embeddings are kept on disk by the evaluation layer's cache (keyed by the backbone fingerprint and
 each set's file, split, transform and subset): a second run with the same backbone (another `--ks`
 or `--T`) embeds nothing. Off by default; the raw-pixel baseline is never cached.
+`--precision`/`--feature` mean what validate's `--model.precision`/`--model.feature` mean
+(default auto/cls) and are recorded in each JSON.
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
@@ -61,6 +64,19 @@ def build_parser() -> ArgumentParser:
                    help="default: the backbone's img_size (224)")  # fmt: skip
     p.add_argument("--device", type=str, default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--precision",
+        type=Literal["auto", "fp32", "bf16"],
+        default="auto",
+        help="embedding precision, as validate's --model.precision (auto: bf16 on CUDA "
+        "and on CPUs with native bf16, else fp32); recorded in each JSON",
+    )
+    p.add_argument(
+        "--feature",
+        type=Literal["cls", "cls_prenorm"],
+        default="cls",
+        help="CLS after (cls) or before (cls_prenorm) the final norm; recorded in each JSON",
+    )
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--cache-dir", type=str | None, default=None,
                    help="keep the embeddings here, keyed by the backbone fingerprint (default: off)")  # fmt: skip
@@ -171,7 +187,8 @@ def _run(cfg: Namespace) -> int:
         )
     try:
         features, model = dataset_features(cfg.backbone, cfg.device, cfg.batch_size,
-                                           cfg.num_workers, cache_dir=cfg.cache_dir)  # fmt: skip
+                                           cfg.num_workers, cache_dir=cfg.cache_dir,
+                                           feature=cfg.feature, precision=cfg.precision)  # fmt: skip
     except ValueError as err:
         raise MedMNISTArgumentError(f"--backbone {cfg.backbone}: {err}") from err
     backbone = getattr(features, "backbone", None)
