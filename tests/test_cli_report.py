@@ -81,9 +81,19 @@ def runs(tmp_path: Path) -> Path:
                                           "random init": {"model": 30.0, "images": 10.0}},
                                "backbone": "/x", "grid": 112, "image_size": 448, "split": "val"})  # fmt: skip
     write(c / "gestalt.json", {"kind": "gestalt", "results": {"Closure": 30.0, "Proximity": 60.5}})
+    write(c / "knn_seg.json", {"kind": "knn_segmentation", "dataset": "seg_benchmark",
+                               "results": {"softmax_miou": 0.125, "topk_miou": 0.25,
+                                           "softmax_fg_pixel_acc": 0.5, "softmax_pixel_acc": 0.9}})  # fmt: skip
+    # a hidden folder (reproduce_small's done-markers) is bookkeeping even when it looks like a result
+    write(c / ".done" / "knn.json", knn_callback_json(99.25, 99.5, 20, None))
     write(c / "notes.json", {"hello": "not a result"})
     write(c / "broken.json", "{not json")
     d = root / "random"
+    write(d / "segment_knn.json", {"backbone": "random:x", "data": "benchmark:/b:val2017",
+                                   "memory_images": 4, "query_images": 4, "k": 20, "T": 0.07,
+                                   "model": {"memory_patches": 256, "softmax": {"miou": 0.2, "fg_pixel_acc": 0.1},
+                                             "topk": {"miou": 0.3}},
+                                   "random init": {"memory_patches": 256, "softmax": {"miou": 0.05}}})  # fmt: skip
     write(d / "audit.json", {"n_memory": 1000, "n_queries": 100, "non_private_fraction": 0.004,
                              "non_private_count": 4, "accuracy_top1": 20.0, "fingerprint": "fp-random"})  # fmt: skip
     return root
@@ -137,9 +147,26 @@ def test_report_tables_links_gaps_and_plots(runs: Path, tmp_path: Path, capsys) 
     sources = md.split("## Sources")[1]
     assert "file-sha256:" in sources  # KNNCallback JSON: sha256 of the ckpt_path it names
     assert "fp-shaders-0" in sources and "notes.json" in sources and "broken.json" in sources
-    for png in ("knn.png", "nights.png", "privacy.png", "model_size.png"):
+    # k-NN segmentation in percent; the hidden marker is neither read nor listed as ignored
+    seg = md.split("## k-NN segmentation")[1].split("\n## ")[0]
+    assert (
+        "| shaders_seed0 | shaders | 0 | [12.50](../runs/shaders_seed0/knn_seg.json) | [25.00]("
+        in seg
+    )
+    assert "99.50" not in md and "99.25" not in md and ".done" not in md
+    # `procvision segment knn --json` as it is written, with its random-init block
+    assert "| random | random | – | [20.00](../runs/random/segment_knn.json) | [30.00](" in seg
+    assert (
+        "| random init | random init | – | [5.00](../runs/random/segment_knn.json) | – | – |" in seg
+    )
+    for png in ("knn.png", "knn_vs_linear.png", "r2.png", "gestalt.png", "nights.png", "privacy.png",
+                "model_size.png"):  # fmt: skip
         assert (out / png).read_bytes()[:8] == PNG and f"![{png}]({png})" in md
     summary = json.loads((out / "report.json").read_text())
+    # paths are relative to the report's folder, so a committed report still resolves them
+    sources = [e["source"] for r in summary["runs"] for e in r["results"]]
+    assert sources and all(not Path(x).is_absolute() and (out / x).is_file() for x in sources)
+    assert all((out / r["root"]).is_dir() for r in summary["runs"])
     assert [r["name"] for r in summary["runs"]][:2] == ["kml_mixup_seed0", "kml_mixup_seed1"]
     assert {r["name"] for r in summary["runs"]} >= {"random init", "shaders_seed0", "random"}
 
@@ -213,7 +240,10 @@ def test_check_claim_by_hand() -> None:
     assert check_claim([70.0, 72.0], ">", [77.0, 79.0], ("A", "B")).verdict == "did not hold"
     assert check_claim([79.0, 81.0], "≈", [77.0, 79.0], ("A", "B")).verdict == "held"
     assert check_claim([85.0], ">", [80.0], ("A", "B")).verdict == "held (1 seed: spread unknown)"
-    assert check_claim([85.0], "≈", [80.0], ("A", "B")).verdict == "(1 seed: spread unknown)"
+    assert (
+        check_claim([85.0], "≈", [80.0], ("A", "B")).verdict
+        == "not judged (1 seed: spread unknown)"
+    )
 
 
 def test_report_checks_the_papers_ordering(tmp_path: Path) -> None:

@@ -227,6 +227,13 @@ def test_knn_subcommand_on_the_benchmark(tmp_path, bench, capsys):
     for vote in ("softmax", "topk"):
         m = rec["model"][vote]
         assert 0 <= m["pixel_acc"] <= 1 and m["pixels"] == 2 * 16
+    # `procvision report` reads this JSON as it is written (mIoU in percent)
+    from procvision.eval.paper_report import entries_of
+
+    (override, e), *rest = entries_of(rec, js)
+    assert override is None and e.kind == "knn_seg" and e.dataset == "seg_benchmark"
+    assert e.values["softmax_miou"] == 100.0 * rec["model"]["softmax"]["miou"]
+    assert [o for o, _ in rest] == (["random init"] if "random init" in rec else [])
     assert main(["segment", "knn", *TINY_ARGS, "--benchmark", str(bench),
                  "--memory-images", "6"]) == 2  # fmt: skip
     assert "no query image left" in capsys.readouterr().err

@@ -87,7 +87,8 @@ def test_reproduce_small_runs_every_step_resumes_and_reports(tmp_path, capsys):
     loaded = {r.name: r for r in load_runs(sorted(runs.iterdir()))}
     kinds = {(k, ds) for k, ds in loaded["kml_mixup_seed0"].entries}
     assert kinds == {("knn", "fashion_mnist"), ("linear", "fashion_mnist"),
-                     ("privacy", "fashion_mnist"), ("r2", "seg_benchmark"), ("gestalt", "gestalt")}  # fmt: skip
+                     ("privacy", "fashion_mnist"), ("r2", "seg_benchmark"), ("gestalt", "gestalt"),
+                     ("knn_seg", "seg_benchmark")}  # fmt: skip
     assert ("r2", "seg_benchmark") in loaded["raw_pixels"].entries
     from procvision.eval.paper_report import GESTALT_PRINCIPLES
 

@@ -249,6 +249,24 @@ def _is_knn_results(results: Any) -> bool:
     )
 
 
+def _is_knn_seg_block(block: Any) -> bool:
+    """One backbone's block of `procvision segment knn --json`: {"memory_patches", "softmax": {...}}."""
+    return (
+        isinstance(block, Mapping)
+        and "memory_patches" in block
+        and any(isinstance(block.get(v), Mapping) for v in ("softmax", "topk"))
+    )
+
+
+def _knn_seg_values(block: Mapping[str, Any]) -> dict[str, float]:
+    """{"softmax_miou", "topk_miou", "softmax_fg_pixel_acc"} in percent, of whichever votes ran."""
+    flat = {f"{v}_{k}": x for v in ("softmax", "topk") if isinstance(block.get(v), Mapping)
+            for k, x in block[v].items()}  # fmt: skip
+    return {
+        k: 100.0 * float(flat[k]) for k in KNN_SEG_KEYS if isinstance(flat.get(k), (int, float))
+    }
+
+
 def _fingerprint(record: Mapping[str, Any]) -> str | None:
     model = record.get("model")
     if isinstance(model, Mapping) and model.get("fingerprint"):
@@ -296,6 +314,17 @@ def entries_of(record: Any, source: Path, mtime: float = 0.0) -> list[tuple[str 
         vals = {normalise_family(k): float(v) for k, v in results.items()
                 if isinstance(v, (int, float))}  # fmt: skip
         return [(None, entry("gestalt", str(record.get("dataset") or "gestalt"), vals))]
+    if kind == "knn_segmentation" and isinstance(results, Mapping):  # reproduce_small's shape
+        vals = {k: 100.0 * float(results[k]) for k in KNN_SEG_KEYS if k in results}  # percent
+        return [(None, entry("knn_seg", str(record.get("dataset") or "coco"), vals))]
+    if _is_knn_seg_block(record.get("model")):  # `procvision segment knn --json`
+        dataset = str(record.get("dataset") or dataset_of_uri(record.get("data")))
+        dataset = "seg_benchmark" if dataset == "benchmark" else dataset
+        out = [(None, entry("knn_seg", dataset, _knn_seg_values(record["model"])))]
+        if _is_knn_seg_block(record.get("random init")):
+            out.append(("random init", Entry("knn_seg", dataset, _knn_seg_values(record["random init"]),
+                                             source, None, order)))  # fmt: skip
+        return out
     if kind == "r2" and isinstance(results, Mapping):
         vals = {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
         return [(None, entry("r2", str(record.get("dataset") or "coco"), vals))]
@@ -382,6 +411,8 @@ def load_run(root: str | Path) -> tuple[Run, list[Run]]:
     for path in sorted(root.rglob("*.json")):
         if path.name == RUN_FILE and path.parent == root:
             continue
+        if any(part.startswith(".") for part in path.relative_to(root).parts[:-1]):
+            continue  # hidden folders hold bookkeeping (done-markers, editor state), not results
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -564,6 +595,19 @@ def r2_section(runs: Sequence[Run], out_dir: Path) -> list[str]:
     return lines
 
 
+def knn_seg_section(runs: Sequence[Run], out_dir: Path) -> list[str]:
+    """k-NN segmentation with a patch memory (spec §4.5): mIoU and foreground pixel accuracy, %."""
+    ds = _datasets(runs, "knn_seg")
+    lines = ["## k-NN segmentation (patch memory)", ""]
+    if not ds:
+        return lines + [f"{GAP}: no k-NN segmentation results found.", ""]
+    for d in ds:
+        lines += _per_run_and_family(f"{d}: mIoU % and foreground pixel accuracy %", runs, "knn_seg",
+                                     [(d, k) for k in KNN_SEG_KEYS], out_dir,
+                                     labels=[KNN_SEG_LABELS[k] for k in KNN_SEG_KEYS])  # fmt: skip
+    return lines
+
+
 def gestalt_section(runs: Sequence[Run], out_dir: Path) -> list[str]:
     """Table 4: Gestalt R² per principle."""
     ds = _datasets(runs, "gestalt")
@@ -666,6 +710,10 @@ PAPER_ORDERING = (("kml_mixup", ">=", "kml"), ("kml", "≈", "shaders_mixup"),
                   ("shaders_mixup", ">", "shaders"), ("shaders", ">", "stylegan"))  # fmt: skip
 PROCEDURAL = ("kml_mixup", "kml", "shaders_mixup", "shaders", "stylegan")
 BASELINES = ("random_init", "raw_pixels")
+#: the k-NN segmentation values the report reads (`procvision segment knn --json`), as percent
+KNN_SEG_KEYS = ("softmax_miou", "topk_miou", "softmax_fg_pixel_acc")
+KNN_SEG_LABELS = {"softmax_miou": "mIoU (softmax vote, paper)", "topk_miou": "mIoU (top-20 cosine)",
+                  "softmax_fg_pixel_acc": "fg pixel acc (softmax)"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -687,8 +735,8 @@ def check_claim(
 
     spread = sqrt(sd_a² + sd_b²), the seed-to-seed standard deviation of a difference (None with
     fewer than 2 seeds on either side). Verdicts: "held"; "did not hold"; "inside the seed spread"
-    (|diff| <= spread, for > and >=); for ≈: "held" when |diff| <= spread, else "did not hold";
-    "(1 seed: spread unknown)" is appended when there is no spread.
+    (|diff| <= spread, for > and >=); for ≈: "held" when |diff| <= spread, else "did not hold",
+    and "not judged" without a spread; "(1 seed: spread unknown)" is appended when there is none.
     """
     ma, sa = mean_and_spread(list(a))
     mb, sb = mean_and_spread(list(b))
@@ -696,7 +744,7 @@ def check_claim(
     spread = None if sa is None or sb is None else (sa**2 + sb**2) ** 0.5
     if op == "≈":
         if spread is None:
-            verdict = "(1 seed: spread unknown)"
+            verdict = "not judged (1 seed: spread unknown)"
         else:
             verdict = "held" if abs(diff) <= spread else "did not hold"
     else:
@@ -780,31 +828,91 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_knn(runs: Sequence[Run], path: Path) -> Path | None:
-    """Grouped bars: k-NN best-k top-1 per dataset and family (mean over seeds, error bar = sd)."""
-    ds = _datasets(runs, "knn")
-    fams = families([r for r in runs if any(k == "knn" for k, _ in r.entries)])
-    if not ds or not fams:
+def plot_family_bars(runs: Sequence[Run], kind: str, columns: Sequence[tuple[str, str, str]],
+                     ylabel: str, title: str, path: Path) -> Path | None:  # fmt: skip
+    """Grouped bars, one group per column (dataset, key, label) and one bar per family: the mean
+    over seeds (written on the bar), each seed's own value as a dot, and the sd as an error bar
+    (only with two or more seeds), so the seed-to-seed spread shows beside the gaps between
+    families. A missing value is no bar (a gap, never a zero); None when there is nothing."""
+    cols = [c for c in columns if any(_value(r, kind, c[0], c[1]) is not None for r in runs)]
+    fams = families([r for r in runs if any(_value(r, kind, d, k) is not None for d, k, _ in cols)])
+    if not cols or not fams:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(ds) * max(1, len(fams)) / 3), 3.6))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(5.0, 0.3 * len(cols) * len(fams) + 2.0)), 3.6))
     width = 0.8 / len(fams)
     for i, (f, rs) in enumerate(fams.items()):
-        means, sds, xs = [], [], []
-        for j, d in enumerate(ds):
-            vals = [r.entries[("knn", d)].values["best_top1"] for r in rs
-                    if ("knn", d) in r.entries and "best_top1" in r.entries[("knn", d)].values]  # fmt: skip
+        means, xs, seeds = [], [], []
+        for j, (d, key, _) in enumerate(cols):
+            vals = [v for v in (_value(r, kind, d, key) for r in rs) if v is not None]
             if not vals:
-                continue  # a gap, not a zero
+                continue
             m, sd = mean_and_spread(vals)
-            xs.append(j + i * width)
+            x = j + i * width
+            xs.append(x)
             means.append(m)
-            sds.append(sd or 0.0)
-        ax.bar(xs, means, width, yerr=sds, label=f, capsize=2)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(ds))], ds, rotation=20, ha="right")
-    ax.set_ylabel("k-NN top-1 % (best k)")
-    ax.legend(fontsize=7, ncols=2)
-    ax.set_title("k-NN accuracy per family and dataset")
+            seeds += [(x, v) for v in vals]
+            if sd is not None:
+                ax.errorbar(x, m, yerr=sd, color="black", capsize=3, linewidth=1)
+            ax.annotate(f"{m:.1f}", (x, m), ha="center", va="bottom", fontsize=6,
+                        xytext=(0, 2), textcoords="offset points")  # fmt: skip
+        ax.bar(xs, means, width, label=f)
+        ax.scatter([x for x, _ in seeds], [v for _, v in seeds], s=8, color="black", zorder=3)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(cols))], [c[2] for c in cols],
+                  rotation=20, ha="right")  # fmt: skip
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(f"{title} (dots: seeds)")
+    return _save(fig, path)
+
+
+def _value(run: Run, kind: str, dataset: str, key: str) -> float | None:
+    e = run.entries.get((kind, dataset))
+    return None if e is None or key not in e.values else float(e.values[key])
+
+
+def plot_knn(runs: Sequence[Run], path: Path) -> Path | None:
+    """Table 1 as bars: k-NN best-k top-1 per dataset and family."""
+    cols = [(d, "best_top1", d) for d in _datasets(runs, "knn")]
+    return plot_family_bars(runs, "knn", cols, "k-NN top-1 % (best k)",
+                            "k-NN accuracy per family and dataset", path)  # fmt: skip
+
+
+def plot_r2(runs: Sequence[Run], path: Path) -> Path | None:
+    """Table 2 as bars: zero-shot segmentation R² per dataset and family."""
+    cols = [(d, "r2", d) for d in _datasets(runs, "r2")]
+    return plot_family_bars(runs, "r2", cols, "R² (100 (1 - normalised inertia))",
+                            "Zero-shot segmentation R² per family", path)  # fmt: skip
+
+
+def plot_gestalt(runs: Sequence[Run], path: Path) -> Path | None:
+    """Table 4 as bars: Gestalt R² per principle and family (the first Gestalt dataset)."""
+    ds = _datasets(runs, "gestalt")
+    if not ds:
+        return None
+    cols = [(ds[0], p, p) for p in GESTALT_PRINCIPLES]
+    return plot_family_bars(runs, "gestalt", cols, "R²", "Gestalt R² per principle", path)
+
+
+def plot_linear(runs: Sequence[Run], path: Path) -> Path | None:
+    """Table 6 as a scatter: k-NN (best k) against the linear probe on the same features, one point
+    per run and dataset, with the diagonal (above it: the linear probe wins)."""
+    pts = [(e.values["knn_best_top1"], e.values["linear_top1"], r.name) for r in runs
+           for (k, _d), e in r.entries.items()
+           if k == "linear" and "knn_best_top1" in e.values and "linear_top1" in e.values]  # fmt: skip
+    if not pts:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3.6))
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts])
+    for x, y, name in pts:
+        ax.annotate(name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    lo = min(min(p[0], p[1]) for p in pts) - 2
+    hi = max(max(p[0], p[1]) for p in pts) + 2
+    ax.plot([lo, hi], [lo, hi], color="grey", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("k-NN top-1 % (best k)")
+    ax.set_ylabel("linear probe top-1 %")
+    ax.set_title("k-NN vs linear on the same features")
     return _save(fig, path)
 
 
@@ -888,6 +996,9 @@ def build_report(roots: Sequence[str | Path], out_dir: str | Path, alpha: float 
     out_dir.mkdir(parents=True, exist_ok=True)
     plots = {
         "knn.png": plot_knn(runs, out_dir / "knn.png"),
+        "knn_vs_linear.png": plot_linear(runs, out_dir / "knn_vs_linear.png"),
+        "r2.png": plot_r2(runs, out_dir / "r2.png"),
+        "gestalt.png": plot_gestalt(runs, out_dir / "gestalt.png"),
         "nights.png": plot_nights(runs, out_dir / "nights.png"),
         "privacy.png": plot_privacy(runs, out_dir / "privacy.png"),
         "model_size.png": plot_size(runs, out_dir / "model_size.png"),
@@ -902,6 +1013,7 @@ def build_report(roots: Sequence[str | Path], out_dir: str | Path, alpha: float 
     lines += linear_section(runs, out_dir)
     lines += medmnist_section(runs, out_dir)
     lines += r2_section(runs, out_dir)
+    lines += knn_seg_section(runs, out_dir)
     lines += gestalt_section(runs, out_dir)
     lines += nights_section(runs, out_dir, alpha)
     lines += privacy_section(runs, out_dir)
@@ -909,14 +1021,19 @@ def build_report(roots: Sequence[str | Path], out_dir: str | Path, alpha: float 
     lines += ordering_section(runs)
     lines += sources_section(runs, out_dir)
     md = write_text_atomic(out_dir / "report.md", "\n".join(lines))
+
+    def rel(path: Path) -> str:  # a report moved with its runs (e.g. committed) still resolves
+        return Path(os.path.relpath(Path(path).absolute(), out_dir.absolute())).as_posix()
+
     summary = {
         "kind": "report", "version": 1, "alpha": alpha,
-        "runs": [{"name": r.name, "family": r.family, "seed": r.seed, "root": str(r.root.absolute()),
+        "paths": "relative to this file's folder",
+        "runs": [{"name": r.name, "family": r.family, "seed": r.seed, "root": rel(r.root),
                   "fingerprint": r.fingerprint, "params": r.params,
                   "results": [{"kind": e.kind, "dataset": e.dataset, "values": e.values,
-                               "source": str(Path(e.source).absolute()), "fingerprint": e.fingerprint}
+                               "source": rel(e.source), "fingerprint": e.fingerprint}
                               for e in r.entries.values()],
-                  "ignored": [str(p) for p in r.ignored]} for r in runs],
+                  "ignored": [rel(p) for p in r.ignored]} for r in runs],
         "plots": [k for k, v in plots.items() if v is not None],
         "ordering": {d: [asdict(c) for c in ordering_checks(runs, d)] for d in _datasets(runs, "knn")},
     }  # fmt: skip
