@@ -483,8 +483,10 @@ def readme(cfg: argparse.Namespace, run_dirs: Sequence[Path], report_dir: Path) 
         held = [c for c in checks if c.verdict.startswith("held")]
         inside = [c for c in checks if c.verdict.startswith("inside")]
         failed = [c for c in checks if c.verdict.startswith("did not")]
+        unjudged = [c for c in checks if c.verdict.startswith("not judged")]
         lines += ["", f"Summary: {len(held)} of {len(checks)} claims held, {len(inside)} were inside the "
-                  f"seed spread, {len(failed)} did not hold."]  # fmt: skip
+                  f"seed spread, {len(failed)} did not hold"
+                  + (f", {len(unjudged)} not judged (no seed spread yet)." if unjudged else ".")]  # fmt: skip
         below = [c for c in failed if c.b in BASELINES]
         if below:
             lines.append("Where procedural pre-training did NOT beat a baseline at this scale: "
