@@ -240,6 +240,12 @@ def test_check_claim_by_hand() -> None:
     assert check_claim([70.0, 72.0], ">", [77.0, 79.0], ("A", "B")).verdict == "did not hold"
     assert check_claim([79.0, 81.0], "≈", [77.0, 79.0], ("A", "B")).verdict == "held"
     assert check_claim([85.0], ">", [80.0], ("A", "B")).verdict == "held (1 seed: spread unknown)"
+    # a seedless (exact) baseline such as raw pixels adds no spread: sqrt(sqrt(2)² + 0²)
+    c = check_claim([79.0, 81.0], ">", [86.0], ("A", "raw"), exact=(False, True))
+    assert c.spread == pytest.approx(math.sqrt(2)) and c.verdict == "did not hold"
+    assert check_claim([79.0, 81.0], ">", [80.5], ("A", "raw"), exact=(False, True)).verdict == (
+        "inside the seed spread"
+    )
     assert (
         check_claim([85.0], "≈", [80.0], ("A", "B")).verdict
         == "not judged (1 seed: spread unknown)"
