@@ -28,3 +28,23 @@ def run_reporting(
     except (UserError, *extra) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         return fail(prog, msg)
+
+
+def add_embedding_arguments(parser: Any, recorded_in: str = "the JSON") -> None:
+    """`--precision auto|fp32|bf16` and `--feature cls|cls_prenorm`, meaning what validate's
+    `--model.precision` / `--model.feature` mean, for commands that embed a dataset themselves."""
+    from typing import Literal
+
+    parser.add_argument(
+        "--precision",
+        type=Literal["auto", "fp32", "bf16"],
+        default="auto",
+        help="embedding precision, as validate's --model.precision (auto: bf16 on CUDA and on "
+        f"CPUs with native bf16, else fp32); recorded in {recorded_in}",
+    )
+    parser.add_argument(
+        "--feature",
+        type=Literal["cls", "cls_prenorm"],
+        default="cls",
+        help=f"CLS after (cls) or before (cls_prenorm) the final norm; recorded in {recorded_in}",
+    )

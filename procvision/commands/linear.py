@@ -19,12 +19,11 @@ costs only the probe). Off by default. `--precision`/`--feature` mean what valid
 from __future__ import annotations
 
 import time
-from typing import Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from procvision.atomic import write_json_atomic
-from procvision.commands._common import PATH_ERRORS, run_reporting
+from procvision.commands._common import PATH_ERRORS, add_embedding_arguments, run_reporting
 from procvision.data.datasets.datamodule import EvalSet
 from procvision.data.datasets.registry import parse_dataset_uri
 from procvision.errors import UserError
@@ -72,19 +71,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--json", type=str | None, default=None, help="write the result JSON here")
     p.add_argument("--device", type=str, default="cpu")
     p.add_argument("--embed-batch-size", type=int, default=256)
-    p.add_argument(
-        "--precision",
-        type=Literal["auto", "fp32", "bf16"],
-        default="auto",
-        help="embedding precision, as validate's --model.precision (auto: bf16 on CUDA "
-        "and on CPUs with native bf16, else fp32); recorded in the JSON",
-    )
-    p.add_argument(
-        "--feature",
-        type=Literal["cls", "cls_prenorm"],
-        default="cls",
-        help="CLS after (cls) or before (cls_prenorm) the final norm; recorded in the JSON",
-    )
+    add_embedding_arguments(p)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--skip-corrupt", action="store_true")
     p.add_argument("--cache-dir", type=str | None, default=None,

@@ -21,12 +21,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from procvision.atomic import write_json_atomic, write_text_atomic
-from procvision.commands._common import PATH_ERRORS, run_reporting
+from procvision.commands._common import PATH_ERRORS, add_embedding_arguments, run_reporting
 from procvision.constants import PAPER_K, PAPER_KS, PAPER_T
 from procvision.data.datasets import EvalTransform, MedMNIST
 from procvision.data.datasets.datamodule import EvalSet
@@ -64,19 +63,7 @@ def build_parser() -> ArgumentParser:
                    help="default: the backbone's img_size (224)")  # fmt: skip
     p.add_argument("--device", type=str, default="cpu")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument(
-        "--precision",
-        type=Literal["auto", "fp32", "bf16"],
-        default="auto",
-        help="embedding precision, as validate's --model.precision (auto: bf16 on CUDA "
-        "and on CPUs with native bf16, else fp32); recorded in each JSON",
-    )
-    p.add_argument(
-        "--feature",
-        type=Literal["cls", "cls_prenorm"],
-        default="cls",
-        help="CLS after (cls) or before (cls_prenorm) the final norm; recorded in each JSON",
-    )
+    add_embedding_arguments(p, "each JSON")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--cache-dir", type=str | None, default=None,
                    help="keep the embeddings here, keyed by the backbone fingerprint (default: off)")  # fmt: skip
