@@ -48,3 +48,23 @@ def add_embedding_arguments(parser: Any, recorded_in: str = "the JSON") -> None:
         default="cls",
         help=f"CLS after (cls) or before (cls_prenorm) the final norm; recorded in {recorded_in}",
     )
+
+
+def open_dataset_features(
+    cfg: Any, batch_size: int, error: type[UserError]
+) -> tuple[Any, dict, int]:
+    """(features, model record, input size) for a command's `--backbone` (see
+    `procvision.eval.linear.dataset_features`), with its `--device`, `--num-workers`, `--cache-dir`,
+    `--feature` and `--precision`; the size is `--image-size` or the backbone's img_size (224 for
+    pixels). A bad backbone is `error`, naming `--backbone`."""
+    from procvision.eval.linear import dataset_features
+
+    try:
+        features, model = dataset_features(cfg.backbone, cfg.device, batch_size, cfg.num_workers,
+                                           cache_dir=cfg.cache_dir, feature=cfg.feature,
+                                           precision=cfg.precision)  # fmt: skip
+    except ValueError as err:
+        raise error(f"--backbone {cfg.backbone}: {err}") from err
+    backbone = getattr(features, "backbone", None)
+    size = cfg.image_size or int(getattr(backbone, "config", {}).get("img_size", 224))
+    return features, model, size

@@ -23,7 +23,12 @@ import time
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from procvision.atomic import write_json_atomic
-from procvision.commands._common import PATH_ERRORS, add_embedding_arguments, run_reporting
+from procvision.commands._common import (
+    PATH_ERRORS,
+    add_embedding_arguments,
+    open_dataset_features,
+    run_reporting,
+)
 from procvision.data.datasets.datamodule import EvalSet
 from procvision.data.datasets.registry import parse_dataset_uri
 from procvision.errors import UserError
@@ -31,7 +36,6 @@ from procvision.eval.knn import DEFAULT_KS
 from procvision.eval.linear import (
     RESULT_KIND,
     LinearRecipe,
-    dataset_features,
     probe_features,
 )
 from procvision.eval.recipe import default_policy
@@ -109,14 +113,7 @@ def _run(cfg: Namespace) -> int:
                               cfg.weight_decay, cfg.val_fraction, cfg.seed, cfg.standardize)  # fmt: skip
     except ValueError as err:
         raise LinearArgumentError(str(err)) from err
-    try:
-        features, model = dataset_features(cfg.backbone, cfg.device, cfg.embed_batch_size,
-                                           cfg.num_workers, cache_dir=cfg.cache_dir,
-                                           feature=cfg.feature, precision=cfg.precision)  # fmt: skip
-    except ValueError as err:
-        raise LinearArgumentError(f"--backbone {cfg.backbone}: {err}") from err
-    backbone = getattr(features, "backbone", None)
-    size = cfg.image_size or int(getattr(backbone, "config", {}).get("img_size", 224))
+    features, model, size = open_dataset_features(cfg, cfg.embed_batch_size, LinearArgumentError)
     policy = cfg.resize_policy or default_policy(cfg.train)
     try:
         sets = {

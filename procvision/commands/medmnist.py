@@ -25,13 +25,17 @@ from pathlib import Path
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 
 from procvision.atomic import write_json_atomic, write_text_atomic
-from procvision.commands._common import PATH_ERRORS, add_embedding_arguments, run_reporting
+from procvision.commands._common import (
+    PATH_ERRORS,
+    add_embedding_arguments,
+    open_dataset_features,
+    run_reporting,
+)
 from procvision.constants import PAPER_K, PAPER_KS, PAPER_T
 from procvision.data.datasets import EvalTransform, MedMNIST
 from procvision.data.datasets.datamodule import EvalSet
 from procvision.errors import UserError
 from procvision.eval.knn import knn_evaluate
-from procvision.eval.linear import dataset_features
 from procvision.eval.paper_report import MEDMNIST_PAPER_BEST, MEDMNIST_SETS, TABLE3_MEDMNIST
 
 PROG = "procvision medmnist"
@@ -172,14 +176,7 @@ def _run(cfg: Namespace) -> int:
             f"--root {cfg.root}: none of the files found (expected e.g. pathmnist_224.npz or "
             "pathmnist.npz, the official MedMNIST downloads from zenodo.org/records/10519652)"
         )
-    try:
-        features, model = dataset_features(cfg.backbone, cfg.device, cfg.batch_size,
-                                           cfg.num_workers, cache_dir=cfg.cache_dir,
-                                           feature=cfg.feature, precision=cfg.precision)  # fmt: skip
-    except ValueError as err:
-        raise MedMNISTArgumentError(f"--backbone {cfg.backbone}: {err}") from err
-    backbone = getattr(features, "backbone", None)
-    size = cfg.image_size or int(getattr(backbone, "config", {}).get("img_size", 224))
+    features, model, size = open_dataset_features(cfg, cfg.batch_size, MedMNISTArgumentError)
     transform = EvalTransform(size, "resize")
     out = Path(cfg.out) if cfg.out else None
     records: dict[str, dict | None] = {}

@@ -259,9 +259,10 @@ def _is_knn_seg_block(block: Any) -> bool:
 
 
 def _knn_seg_values(block: Mapping[str, Any]) -> dict[str, float]:
-    """{"softmax_miou", "topk_miou", "softmax_fg_pixel_acc"} in percent, of whichever votes ran."""
-    flat = {f"{v}_{k}": x for v in ("softmax", "topk") if isinstance(block.get(v), Mapping)
-            for k, x in block[v].items()}  # fmt: skip
+    """{"softmax_miou", "topk_miou", "softmax_fg_pixel_acc"} in percent, of whichever votes ran,
+    from a block nested per vote ({"softmax": {"miou": ...}}) or already flat ({"softmax_miou"})."""
+    flat = dict(block) | {f"{v}_{k}": x for v in ("softmax", "topk")
+                          if isinstance(block.get(v), Mapping) for k, x in block[v].items()}  # fmt: skip
     return {
         k: 100.0 * float(flat[k]) for k in KNN_SEG_KEYS if isinstance(flat.get(k), (int, float))
     }
@@ -315,8 +316,9 @@ def entries_of(record: Any, source: Path, mtime: float = 0.0) -> list[tuple[str 
                 if isinstance(v, (int, float))}  # fmt: skip
         return [(None, entry("gestalt", str(record.get("dataset") or "gestalt"), vals))]
     if kind == "knn_segmentation" and isinstance(results, Mapping):  # reproduce_small's shape
-        vals = {k: 100.0 * float(results[k]) for k in KNN_SEG_KEYS if k in results}  # percent
-        return [(None, entry("knn_seg", str(record.get("dataset") or "coco"), vals))]
+        return [
+            (None, entry("knn_seg", str(record.get("dataset") or "coco"), _knn_seg_values(results)))
+        ]
     if _is_knn_seg_block(record.get("model")):  # `procvision segment knn --json`
         dataset = str(record.get("dataset") or dataset_of_uri(record.get("data")))
         dataset = "seg_benchmark" if dataset == "benchmark" else dataset
